@@ -1,0 +1,255 @@
+"""Linearizability checking by Wing & Gong / Lowe search with memoization.
+
+The history becomes a time-ordered doubly linked list of call and return
+events. The search repeatedly tries to linearize an operation whose call is
+still in the list before the first return event (so it was pending at that
+point): if the model accepts it and the pair (set of linearized operations,
+model state) was not seen before, the operation is lifted out of the list and
+the search restarts from the front. Reaching a return event means the
+operation it closes can no longer be placed, so the search backtracks. The
+history is linearizable once every operation with a known outcome is placed;
+operations with unknown outcome (ret = inf) have no return event, so they may
+be placed anywhere after their call or never.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from jepsen_style.checker.models import Model
+from jepsen_style.checker.operation import UNKNOWN, Operation
+
+__all__ = ["check", "check_partition", "CheckResult", "Failure", "Operation", "Verdict"]
+
+Verdict = Literal["linearizable", "not-linearizable", "unknown"]
+
+# How many search steps run between two looks at the clock.
+_CLOCK_CHECK_INTERVAL = 2048
+# Upper bound on the operations kept in `Failure.excerpt` so a picture stays readable.
+_EXCERPT_LIMIT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a partition is not linearizable.
+
+    `linearized` is the longest sequence of operations the search could
+    linearize, in linearization order; after it, `stuck` (the pending
+    operation that returned first) could not be placed, whatever was tried.
+    `excerpt` is a small time-ordered selection around that point for drawing.
+    """
+
+    partition_index: int
+    partition: list[Operation]
+    linearized: list[Operation]
+    stuck: Operation | None
+    excerpt: list[Operation]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    verdict: Verdict
+    partitions: int
+    failure: Failure | None = None
+    # Partitions fully decided before the verdict was reached (for reports).
+    partitions_checked: int = 0
+    detail: str = field(default="")
+
+    @property
+    def linearizable(self) -> bool:
+        return self.verdict == "linearizable"
+
+
+@dataclass(frozen=True, slots=True)
+class _PartitionOutcome:
+    verdict: Verdict
+    linearized: list[int]
+    stuck: int | None
+
+
+class _Deadline:
+    def __init__(self, timeout: float | None) -> None:
+        self._at = None if timeout is None else time.monotonic() + timeout
+
+    def passed(self) -> bool:
+        return self._at is not None and time.monotonic() >= self._at
+
+
+def check(ops: list[Operation], model: Model, timeout: float | None = None) -> CheckResult:
+    """Decide whether `ops` is linearizable with respect to `model`.
+
+    `timeout` (seconds, for the whole history) turns a search that runs too
+    long into verdict "unknown"; it never produces a wrong verdict.
+    """
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0 seconds, got {timeout}")
+    deadline = _Deadline(timeout)
+    partitions = [p for p in model.partition(list(ops)) if p]
+    # Small parts first: a violation in a small part is found (and drawn) cheaply.
+    order = sorted(range(len(partitions)), key=lambda i: len(partitions[i]))
+    timed_out = False
+    checked = 0
+    for index in order:
+        part = partitions[index]
+        outcome = _search(part, model, deadline)
+        if outcome.verdict == "not-linearizable":
+            return CheckResult(
+                verdict="not-linearizable",
+                partitions=len(partitions),
+                failure=_describe_failure(index, part, outcome),
+                partitions_checked=checked,
+            )
+        if outcome.verdict == "unknown":
+            timed_out = True
+            break
+        checked += 1
+    if timed_out:
+        return CheckResult(
+            verdict="unknown",
+            partitions=len(partitions),
+            partitions_checked=checked,
+            detail=f"time limit of {timeout} s reached after {checked} of {len(partitions)} parts",
+        )
+    return CheckResult(verdict="linearizable", partitions=len(partitions), partitions_checked=checked)
+
+
+def check_partition(ops: list[Operation], model: Model, timeout: float | None = None) -> CheckResult:
+    """Check `ops` as one part, without splitting it with `model.partition`."""
+    outcome = _search(list(ops), model, _Deadline(timeout))
+    failure = _describe_failure(0, list(ops), outcome) if outcome.verdict == "not-linearizable" else None
+    return CheckResult(verdict=outcome.verdict, partitions=1, failure=failure,
+                       partitions_checked=int(outcome.verdict != "unknown"))
+
+
+def _search(ops: list[Operation], model: Model, deadline: _Deadline) -> _PartitionOutcome:
+    n = len(ops)
+    events: list[tuple[float, int, int]] = []
+    for i, op in enumerate(ops):
+        if op.ret < op.call:
+            raise ValueError(f"operation returns before it is called: {op}")
+        events.append((op.call, 0, i))
+        if op.outcome_known:
+            events.append((op.ret, 1, i))
+    # Calls sort before returns at equal times: touching operations count as concurrent.
+    events.sort()
+
+    m = len(events)
+    tail = m + 1
+    # Entry 0 is the head sentinel, entries 1..m the events, m+1 a tail sentinel
+    # that behaves like a return event so the scan never runs off the end.
+    nxt = list(range(1, m + 2)) + [tail]
+    prv = [0] + list(range(0, m + 1))
+    entry_op = [-1] * (m + 2)
+    is_call = [False] * (m + 2)
+    return_entry = [0] * (m + 2)
+    call_entry_of_op = [0] * n
+    for position, (_, kind, i) in enumerate(events, start=1):
+        entry_op[position] = i
+        if kind == 0:
+            is_call[position] = True
+            call_entry_of_op[i] = position
+        else:
+            return_entry[call_entry_of_op[i]] = position
+
+    inputs = [op.input for op in ops]
+    outputs = [op.output if op.outcome_known else UNKNOWN for op in ops]
+    known = [op.outcome_known for op in ops]
+    bits = [1 << i for i in range(n)]
+    step = model.step
+
+    known_left = sum(known)
+    if known_left == 0:
+        return _PartitionOutcome("linearizable", [], None)
+
+    state: Any = model.init()
+    linearized = 0
+    stack: list[tuple[int, Any]] = []
+    seen: set[tuple[int, Any]] = set()
+    best: list[int] = []
+    stuck: int | None = None
+    steps_until_clock = _CLOCK_CHECK_INTERVAL
+
+    entry = nxt[0]
+    while True:
+        steps_until_clock -= 1
+        if steps_until_clock == 0:
+            steps_until_clock = _CLOCK_CHECK_INTERVAL
+            if deadline.passed():
+                return _PartitionOutcome("unknown", best, stuck)
+        if is_call[entry]:
+            i = entry_op[entry]
+            accepted, new_state = step(state, inputs[i], outputs[i])
+            if accepted:
+                new_linearized = linearized | bits[i]
+                key = (new_linearized, new_state)
+                if key not in seen:
+                    seen.add(key)
+                    stack.append((entry, state))
+                    state = new_state
+                    linearized = new_linearized
+                    # Lift the call event and its return event out of the list.
+                    before, after = prv[entry], nxt[entry]
+                    nxt[before] = after
+                    prv[after] = before
+                    ret = return_entry[entry]
+                    if ret:
+                        before, after = prv[ret], nxt[ret]
+                        nxt[before] = after
+                        prv[after] = before
+                        known_left -= 1
+                        if known_left == 0:
+                            return _PartitionOutcome("linearizable", [entry_op[e] for e, _ in stack], None)
+                    if len(stack) > len(best):
+                        best = [entry_op[e] for e, _ in stack]
+                        stuck = None
+                    entry = nxt[0]
+                    continue
+            entry = nxt[entry]
+        else:
+            if stuck is None and len(stack) == len(best) and entry != tail:
+                stuck = entry_op[entry]
+            if not stack:
+                return _PartitionOutcome("not-linearizable", best, stuck)
+            entry, state = stack.pop()
+            linearized ^= bits[entry_op[entry]]
+            # Unlift in reverse order of lifting: return event first, then call.
+            ret = return_entry[entry]
+            if ret:
+                nxt[prv[ret]] = ret
+                prv[nxt[ret]] = ret
+                known_left += 1
+            nxt[prv[entry]] = entry
+            prv[nxt[entry]] = entry
+            entry = nxt[entry]
+
+
+def _describe_failure(index: int, part: list[Operation], outcome: _PartitionOutcome) -> Failure:
+    linearized = [part[i] for i in outcome.linearized]
+    stuck = part[outcome.stuck] if outcome.stuck is not None else None
+    return Failure(
+        partition_index=index,
+        partition=part,
+        linearized=linearized,
+        stuck=stuck,
+        excerpt=_excerpt(part, linearized, stuck),
+    )
+
+
+def _excerpt(part: list[Operation], linearized: list[Operation], stuck: Operation | None) -> list[Operation]:
+    """Pick the operations a reader needs to see why `stuck` cannot be placed."""
+    if stuck is None:
+        chosen = list(linearized[-_EXCERPT_LIMIT:])
+        return sorted(chosen, key=lambda op: (op.call, op.ret))
+    # Operations that overlap the stuck one compete with it; the last few
+    # linearized ones explain the state it saw.
+    overlapping = [op for op in part if op is not stuck and op.call <= stuck.ret and op.ret >= stuck.call]
+    recent = linearized[-6:]
+    chosen_ids: dict[int, Operation] = {id(stuck): stuck}
+    for op in sorted(overlapping, key=lambda op: abs(op.call - stuck.call)):
+        if len(chosen_ids) >= _EXCERPT_LIMIT - len(recent):
+            break
+        chosen_ids[id(op)] = op
+    for op in recent:
+        chosen_ids.setdefault(id(op), op)
+    return sorted(chosen_ids.values(), key=lambda op: (op.call, op.ret))

@@ -1,0 +1,195 @@
+"""Sequential specifications the linearizability checker compares histories against.
+
+A model is a pure state machine: `step(state, input, output)` says whether an
+operation with that input could have returned that output in `state`, and what
+the state becomes. States must be hashable because the checker memoizes on them.
+An operation whose outcome is unknown is stepped with output `UNKNOWN`; every
+model here accepts it in any state (it only constrains later operations through
+the state it leaves behind).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable
+
+from jepsen_style.checker.operation import UNKNOWN, Operation
+
+State = Hashable
+StepFunction = Callable[[Any, Any, Any], tuple[bool, Any]]
+
+
+def _single_partition(ops: list[Operation]) -> list[list[Operation]]:
+    return [list(ops)]
+
+
+def _describe_generic(input: Any, output: Any) -> str:
+    return f"{input!r} -> {output!r}"
+
+
+@dataclass
+class Model:
+    """A sequential specification.
+
+    `partition` splits a history into independent parts that can be checked
+    alone (P-compositionality, e.g. one part per key); the history is
+    linearizable iff every part is.
+    """
+
+    init: Callable[[], State]
+    step: StepFunction
+    partition: Callable[[list[Operation]], list[list[Operation]]] = field(
+        default=_single_partition
+    )
+    describe_operation: Callable[[Any, Any], str] = field(default=_describe_generic)
+    name: str = "model"
+
+
+class ModelInputError(ValueError):
+    """An operation's input does not fit the model (a bug in the history or caller)."""
+
+
+# --- single register -------------------------------------------------------
+
+def _register_step(state: Any, input: Any, output: Any) -> tuple[bool, Any]:
+    f, arg = input
+    if f == "read":
+        return (output is UNKNOWN or output == state), state
+    if f == "write":
+        return True, arg
+    if f == "cas":
+        expected, new = arg
+        if state == expected:
+            return (output is True or output is UNKNOWN), new
+        return (output is False or output is UNKNOWN), state
+    raise ModelInputError(f"register model: unknown function {f!r} (expected read, write or cas)")
+
+
+def _describe_register(input: Any, output: Any) -> str:
+    f, arg = input
+    unknown = output is UNKNOWN
+    if f == "read":
+        return "read ?" if unknown else f"read {_show(output)}"
+    if f == "write":
+        return f"write {_show(arg)}" + (" ?" if unknown else "")
+    if f == "cas":
+        expected, new = arg
+        verdict = "?" if unknown else ("ok" if output is True else "fail")
+        return f"cas {_show(expected)}->{_show(new)} {verdict}"
+    return _describe_generic(input, output)
+
+
+def _show(value: Any) -> str:
+    return "nil" if value is None else str(value)
+
+
+def _register_init() -> None:
+    return None
+
+
+def register_model() -> Model:
+    """One register, initially `None` (absent).
+
+    Inputs: ("read", None), ("write", v), ("cas", (expected, new)).
+    Outputs: the value read, anything for a write, True/False for cas.
+    """
+    return Model(
+        init=_register_init,
+        step=_register_step,
+        describe_operation=_describe_register,
+        name="register",
+    )
+
+
+# --- many independent registers (the harness's register workload) -----------
+
+def _lookup(state: tuple[tuple[Any, Any], ...], key: Any, default: Any) -> Any:
+    for k, v in state:
+        if k == key:
+            return v
+    return default
+
+
+def _assign(state: tuple[tuple[Any, Any], ...], key: Any, value: Any) -> tuple[tuple[Any, Any], ...]:
+    # A checked partition normally holds one key, so the tuple stays tiny;
+    # keeping it sorted makes equal states hash equal.
+    items = [(k, v) for k, v in state if k != key]
+    items.append((key, value))
+    items.sort(key=lambda kv: repr(kv[0]))
+    return tuple(items)
+
+
+def _partition_by_key(ops: list[Operation]) -> list[list[Operation]]:
+    by_key: dict[Any, list[Operation]] = defaultdict(list)
+    for op in ops:
+        by_key[op.input[0]].append(op)
+    return list(by_key.values())
+
+
+def _keyed_register_step(state: Any, input: Any, output: Any) -> tuple[bool, Any]:
+    key, f, arg = input
+    current = _lookup(state, key, None)
+    ok, new = _register_step(current, (f, arg), output)
+    if new is current:
+        return ok, state
+    return ok, _assign(state, key, new)
+
+
+def _describe_keyed_register(input: Any, output: Any) -> str:
+    key, f, arg = input
+    return f"{key}: {_describe_register((f, arg), output)}"
+
+
+def _empty_map() -> tuple[()]:
+    return ()
+
+
+def keyed_register_model() -> Model:
+    """Many registers, each initially `None` (absent); partitioned by key.
+
+    Inputs: (key, "read", None), (key, "write", v), (key, "cas", (expected, new)).
+    Outputs: as for `register_model`.
+    """
+    return Model(
+        init=_empty_map,
+        step=_keyed_register_step,
+        partition=_partition_by_key,
+        describe_operation=_describe_keyed_register,
+        name="keyed-register",
+    )
+
+
+# --- key-value store with get/put/append (Porcupine's kv tests) --------------
+
+def _kv_step(state: Any, input: Any, output: Any) -> tuple[bool, Any]:
+    key, f, arg = input
+    current = _lookup(state, key, "")
+    if f == "get":
+        return (output is UNKNOWN or output == current), state
+    if f == "put":
+        return True, _assign(state, key, arg)
+    if f == "append":
+        return True, _assign(state, key, current + arg)
+    raise ModelInputError(f"kv model: unknown function {f!r} (expected get, put or append)")
+
+
+def _describe_kv(input: Any, output: Any) -> str:
+    key, f, arg = input
+    if f == "get":
+        return f"{key}: get " + ("?" if output is UNKNOWN else repr(output))
+    return f"{key}: {f} {arg!r}" + (" ?" if output is UNKNOWN else "")
+
+
+def kv_model() -> Model:
+    """String values per key, "" when absent; partitioned by key.
+
+    Inputs: (key, "get", None), (key, "put", v), (key, "append", v).
+    Outputs: the value for get, anything for put/append.
+    """
+    return Model(
+        init=_empty_map,
+        step=_kv_step,
+        partition=_partition_by_key,
+        describe_operation=_describe_kv,
+        name="kv",
+    )
