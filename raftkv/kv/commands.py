@@ -1,0 +1,158 @@
+"""Commands replicated through the Raft log, and their wire format.
+
+A command is a plain dict (see docs/state-machine.md); on the log it is
+msgpack with ``use_bin_type=True`` so keys stay ``str`` and values stay
+``bytes`` after a round trip.
+
+The checks here run on every replica for every committed entry, so they are
+deliberately limited to structure and types: anything that depends on node
+configuration (size limits) is checked by the server before proposing.
+Unknown fields are ignored rather than rejected, so a field added by a newer
+release does not make older replicas disagree about whether an entry applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+WRITE_OPS = frozenset({"put", "delete", "delete_prefix", "txn", "noop"})
+TXN_OPS = frozenset({"get", "put", "delete", "delete_prefix", "add"})
+COMPARE_TARGETS = frozenset({"value", "version", "create_revision", "mod_revision", "number"})
+COMPARE_OPERATORS = frozenset({"==", "!=", "<", "<=", ">", ">="})
+
+Command = dict[str, Any]
+
+
+class InvalidCommand(ValueError):
+    """A command that cannot be applied because it is malformed."""
+
+
+def encode(command: Command) -> bytes:
+    return msgpack.packb(command, use_bin_type=True)
+
+
+def decode(data: bytes) -> Command:
+    """The command ``data`` holds; raises InvalidCommand for anything else."""
+    try:
+        command = msgpack.unpackb(data, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise InvalidCommand(f"command is not valid msgpack: {exc}") from None
+    if type(command) is not dict:
+        raise InvalidCommand(f"command must be a map, got {type(command).__name__}")
+    return command
+
+
+# Builders: the one place that spells each command's shape for callers.
+
+
+def put(key: str, value: bytes, idem: str | None = None) -> Command:
+    return _with_idem({"op": "put", "key": key, "value": value}, idem)
+
+
+def delete(key: str, idem: str | None = None) -> Command:
+    return _with_idem({"op": "delete", "key": key}, idem)
+
+
+def delete_prefix(prefix: str, idem: str | None = None) -> Command:
+    return _with_idem({"op": "delete_prefix", "prefix": prefix}, idem)
+
+
+def txn(
+    compare: list[dict[str, Any]],
+    success: list[dict[str, Any]],
+    failure: list[dict[str, Any]],
+    idem: str | None = None,
+) -> Command:
+    return _with_idem({"op": "txn", "compare": compare, "success": success, "failure": failure}, idem)
+
+
+def noop() -> Command:
+    return {"op": "noop"}
+
+
+def compare(key: str, target: str, cmp: str, value: bytes | int) -> dict[str, Any]:
+    return {"key": key, "target": target, "cmp": cmp, "value": value}
+
+
+def _with_idem(command: Command, idem: str | None) -> Command:
+    if idem is not None:
+        command["idem"] = idem
+    return command
+
+
+# Checks used by the state machine before it changes anything.
+
+
+def require_key(command: dict[str, Any], where: str) -> str:
+    key = command.get("key")
+    if type(key) is not str:
+        raise InvalidCommand(f"{where}: 'key' must be a string, got {_type_name(key)}")
+    if not key:
+        raise InvalidCommand(f"{where}: 'key' must not be empty")
+    return key
+
+
+def require_prefix(command: dict[str, Any], where: str) -> str:
+    prefix = command.get("prefix")
+    if type(prefix) is not str:
+        raise InvalidCommand(f"{where}: 'prefix' must be a string, got {_type_name(prefix)}")
+    return prefix
+
+
+def require_value(command: dict[str, Any], where: str) -> bytes:
+    value = command.get("value")
+    if type(value) is not bytes:
+        raise InvalidCommand(f"{where}: 'value' must be bytes, got {_type_name(value)}")
+    return value
+
+
+def require_int(command: dict[str, Any], field: str, where: str) -> int:
+    number = command.get(field)
+    if type(number) is not int:  # bool is an int subclass and is refused here
+        raise InvalidCommand(f"{where}: {field!r} must be an integer, got {_type_name(number)}")
+    return number
+
+
+def require_list(command: dict[str, Any], field: str) -> list[Any]:
+    items = command.get(field, [])
+    if type(items) is not list:
+        raise InvalidCommand(f"txn: {field!r} must be a list, got {_type_name(items)}")
+    return items
+
+
+def check_compare(item: Any, where: str) -> None:
+    if type(item) is not dict:
+        raise InvalidCommand(f"{where}: a compare must be a map, got {_type_name(item)}")
+    require_key(item, where)
+    target = item.get("target")
+    if type(target) is not str or target not in COMPARE_TARGETS:
+        raise InvalidCommand(f"{where}: unknown compare target {target!r}")
+    cmp = item.get("cmp")
+    if type(cmp) is not str or cmp not in COMPARE_OPERATORS:
+        raise InvalidCommand(f"{where}: unknown compare operator {cmp!r}")
+    if target == "value":
+        require_value(item, where)
+    else:
+        require_int(item, "value", where)
+
+
+def check_txn_op(item: Any, where: str) -> None:
+    if type(item) is not dict:
+        raise InvalidCommand(f"{where}: a txn op must be a map, got {_type_name(item)}")
+    op = item.get("op")
+    if type(op) is not str or op not in TXN_OPS:
+        raise InvalidCommand(f"{where}: unknown txn op {op!r}")
+    if op == "delete_prefix":
+        require_prefix(item, where)
+        return
+    require_key(item, where)
+    if op == "put":
+        require_value(item, where)
+    elif op == "add":
+        require_int(item, "delta", where)
+
+
+def _type_name(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__

@@ -1,0 +1,329 @@
+"""The replicated key-value state machine (etcd-style revisions).
+
+Engines call :meth:`KVStateMachine.apply` once per committed log entry, in
+log order, on every replica. It is pure and deterministic: no I/O, clock or
+randomness, so the same entries in the same order give byte-identical
+snapshots everywhere. A committed entry must never crash a replica, so a
+malformed command yields an ``invalid_command`` result and changes nothing.
+
+Results are plain dicts shared with the idempotency table: callers must
+treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+from raftkv.kv import commands, snapshot_format
+from raftkv.kv.commands import InvalidCommand
+from raftkv.kv.idempotency import IdempotencyTable
+from raftkv.kv.integers import format_int, in_int64_range, parse_int64
+from raftkv.kv.snapshot_format import Record
+
+KV = dict[str, Any]
+Result = dict[str, Any]
+# key -> what it held before the running txn first touched it (None: absent)
+UndoLog = dict[str, Record | None]
+
+_COMPARE_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_MAX_CODE_POINT = 0x10FFFF
+
+
+class _TxnOpFailed(Exception):
+    """An op of the chosen txn branch cannot apply; the txn is rolled back."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class KVStateMachine:
+    def __init__(self, max_idempotency_keys: int = 100_000) -> None:
+        self._data: SortedDict = SortedDict()  # str -> Record
+        self._revision = 0
+        self._idempotency = IdempotencyTable(max_idempotency_keys)
+        self._handlers: dict[str, Callable[[commands.Command], Result]] = {
+            "put": self._apply_put,
+            "delete": self._apply_delete,
+            "delete_prefix": self._apply_delete_prefix,
+            "txn": self._apply_txn,
+            "noop": self._apply_noop,
+        }
+
+    # ---- writes -----------------------------------------------------------
+
+    def apply(self, data: bytes) -> Result:
+        try:
+            command = commands.decode(data)
+        except InvalidCommand as exc:
+            return self._invalid(exc)
+        return self.apply_command(command)
+
+    def apply_command(self, command: commands.Command) -> Result:
+        if type(command) is not dict:
+            return self._invalid(InvalidCommand(f"command must be a map, got {type(command).__name__}"))
+        idem = command.get("idem")
+        if idem is not None:
+            if type(idem) is not str or not idem:
+                return self._invalid(InvalidCommand(f"'idem' must be a non-empty string, got {idem!r}"))
+            first = self._idempotency.get(idem)
+            if first is not None:
+                return {**first, "replayed": True}
+        op = command.get("op")
+        handler = self._handlers.get(op) if type(op) is str else None
+        if handler is None:
+            return self._invalid(
+                InvalidCommand(f"unknown op {op!r}; expected one of {sorted(commands.WRITE_OPS)}")
+            )
+        try:
+            result = handler(command)
+        except InvalidCommand as exc:
+            return self._invalid(exc)
+        if idem is not None:
+            self._idempotency.record(idem, result)
+        return result
+
+    def _apply_put(self, command: commands.Command) -> Result:
+        key = commands.require_key(command, "put")
+        value = commands.require_value(command, "put")
+        revision = self._revision + 1
+        data = self._data
+        old = data.get(key)
+        record = (value, revision, revision, 1) if old is None else (value, old[1], revision, old[3] + 1)
+        data[key] = record
+        self._revision = revision
+        return {"ok": True, "revision": revision, "kv": _kv(key, record)}
+
+    def _apply_delete(self, command: commands.Command) -> Result:
+        key = commands.require_key(command, "delete")
+        if self._data.pop(key, None) is None:
+            return {"ok": True, "revision": self._revision, "deleted": 0}
+        self._revision += 1
+        return {"ok": True, "revision": self._revision, "deleted": 1}
+
+    def _apply_delete_prefix(self, command: commands.Command) -> Result:
+        prefix = commands.require_prefix(command, "delete_prefix")
+        deleted = self._delete_range(prefix, None)
+        if deleted:
+            self._revision += 1
+        return {"ok": True, "revision": self._revision, "deleted": deleted}
+
+    def _apply_noop(self, command: commands.Command) -> Result:
+        return {"ok": True, "revision": self._revision}
+
+    def _apply_txn(self, command: commands.Command) -> Result:
+        compares = commands.require_list(command, "compare")
+        success = commands.require_list(command, "success")
+        failure = commands.require_list(command, "failure")
+        # Check every op up front: a malformed op must not surface halfway
+        # through a branch, after earlier ops already wrote.
+        for i, item in enumerate(compares):
+            commands.check_compare(item, f"txn compare[{i}]")
+        for name, ops in (("success", success), ("failure", failure)):
+            for i, item in enumerate(ops):
+                commands.check_txn_op(item, f"txn {name}[{i}]")
+
+        succeeded = all(self._compare_holds(item) for item in compares)
+        branch_name, branch = ("success", success) if succeeded else ("failure", failure)
+        revision = self._revision + 1
+        undo: UndoLog = {}
+        results: list[Result] = []
+        try:
+            for i, op in enumerate(branch):
+                results.append(self._apply_txn_op(op, revision, undo, f"{branch_name}[{i}]"))
+        except _TxnOpFailed as failed:
+            self._roll_back(undo)
+            return {
+                "ok": False,
+                "revision": self._revision,
+                "error": {"code": failed.code, "message": failed.message},
+            }
+        if undo:  # something was written
+            self._revision = revision
+        return {"ok": True, "succeeded": succeeded, "revision": self._revision, "results": results}
+
+    def _compare_holds(self, item: dict[str, Any]) -> bool:
+        record = self._data.get(item["key"])
+        target = item["target"]
+        actual: Any
+        if target == "value":
+            if record is None:
+                return False
+            actual = record[0]
+        elif target == "number":
+            actual = None if record is None else parse_int64(record[0])
+            if actual is None:
+                return False
+        elif record is None:
+            actual = 0
+        elif target == "version":
+            actual = record[3]
+        elif target == "create_revision":
+            actual = record[1]
+        else:  # mod_revision
+            actual = record[2]
+        return _COMPARE_OPERATORS[item["cmp"]](actual, item["value"])
+
+    def _apply_txn_op(self, op: dict[str, Any], revision: int, undo: UndoLog, where: str) -> Result:
+        name = op["op"]
+        if name == "delete_prefix":
+            return {"deleted": self._delete_range(op["prefix"], undo)}
+        key = op["key"]
+        data = self._data
+        old = data.get(key)
+        if name == "get":
+            return {"kv": None if old is None else _kv(key, old)}
+        if name == "delete":
+            if old is None:
+                return {"deleted": 0}
+            undo.setdefault(key, old)
+            del data[key]
+            return {"deleted": 1}
+        if name == "put":
+            value = op["value"]
+        else:  # add
+            current = 0 if old is None else parse_int64(old[0])
+            if current is None:
+                raise _TxnOpFailed(
+                    "not_a_number",
+                    f"txn {where} add: key {_quote(key)} holds a value that is not a base-10 "
+                    f"signed 64-bit integer, so nothing was applied",
+                )
+            total = current + op["delta"]
+            if not in_int64_range(total):
+                raise _TxnOpFailed(
+                    "out_of_range",
+                    f"txn {where} add: key {_quote(key)} would become {total}, outside the "
+                    f"signed 64-bit range, so nothing was applied",
+                )
+            value = format_int(total)
+        undo.setdefault(key, old)
+        record = (value, revision, revision, 1) if old is None else (value, old[1], revision, old[3] + 1)
+        data[key] = record
+        return {"kv": _kv(key, record)}
+
+    def _delete_range(self, prefix: str, undo: UndoLog | None) -> int:
+        data = self._data
+        low, high = self._prefix_bounds(prefix)
+        if low >= high:
+            return 0
+        doomed = list(data.islice(low, high))
+        if undo is not None:
+            for key in doomed:
+                undo.setdefault(key, data[key])
+        if len(doomed) == len(data):
+            data.clear()
+        else:
+            for key in doomed:
+                del data[key]
+        return len(doomed)
+
+    def _roll_back(self, undo: UndoLog) -> None:
+        data = self._data
+        for key, record in undo.items():
+            if record is None:
+                data.pop(key, None)
+            else:
+                data[key] = record
+
+    def _invalid(self, exc: InvalidCommand) -> Result:
+        return {
+            "ok": False,
+            "revision": self._revision,
+            "error": {"code": "invalid_command", "message": str(exc)},
+        }
+
+    # ---- reads ------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    @property
+    def max_idempotency_keys(self) -> int:
+        return self._idempotency.max_keys
+
+    def get(self, key: str) -> KV | None:
+        record = self._data.get(key)
+        return None if record is None else _kv(key, record)
+
+    def range(
+        self, prefix: str = "", limit: int | None = None, start_after: str | None = None
+    ) -> tuple[list[KV], bool]:
+        """Keys starting with ``prefix`` (after ``start_after``), sorted; and
+        whether more such keys remain beyond ``limit``."""
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+        data = self._data
+        low, high = self._prefix_bounds(prefix)
+        if start_after is not None:
+            low = max(low, data.bisect_right(start_after))
+        stop = high if limit is None else min(high, low + limit)
+        kvs = [_kv(key, data[key]) for key in data.islice(low, stop)] if low < stop else []
+        return kvs, stop < high
+
+    def count(self, prefix: str = "") -> int:
+        low, high = self._prefix_bounds(prefix)
+        return max(0, high - low)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def _prefix_bounds(self, prefix: str) -> tuple[int, int]:
+        """Index range of the keys starting with ``prefix``."""
+        data = self._data
+        if not prefix:
+            return 0, len(data)
+        successor = _prefix_successor(prefix)
+        high = len(data) if successor is None else data.bisect_left(successor)
+        return data.bisect_left(prefix), high
+
+    # ---- snapshots --------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        return snapshot_format.encode(self._revision, self._data.items(), self._idempotency.items())
+
+    def restore(self, data: bytes) -> None:
+        """Replace all state with ``data``; on ValueError nothing changed."""
+        contents = snapshot_format.decode(data)
+        records = SortedDict(contents.records)
+        self._idempotency.replace(contents.idempotency)
+        self._data = records
+        self._revision = contents.revision
+
+
+def _kv(key: str, record: Record) -> KV:
+    return {
+        "key": key,
+        "value": record[0],
+        "create_revision": record[1],
+        "mod_revision": record[2],
+        "version": record[3],
+    }
+
+
+def _prefix_successor(prefix: str) -> str | None:
+    """The smallest string above every string that starts with ``prefix``
+    (None when no such string exists)."""
+    stripped = prefix.rstrip(chr(_MAX_CODE_POINT))
+    if not stripped:
+        return None
+    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
+
+
+def _quote(key: str) -> str:
+    shown = key if len(key) <= 200 else key[:200] + "..."
+    return json.dumps(shown, ensure_ascii=False)
