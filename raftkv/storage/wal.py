@@ -1,0 +1,379 @@
+"""A segmented, checksummed write-ahead log for Raft entries and hard state.
+
+Appends are buffered in memory and reach the disk in ``sync()``: one
+``write`` plus one ``fsync`` per call, however many records were buffered
+(group commit). See docs/storage.md for the format and the recovery rules.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raftkv.storage.errors import (
+    WALClosedError,
+    WALCorruptError,
+    WALFailedError,
+    WALLockedError,
+)
+from raftkv.storage.records import (
+    HardState,
+    LogRecord,
+    RecordType,
+    decode_entry,
+    decode_hard_state,
+    decode_index_marker,
+    encode_entry_parts,
+    encode_hard_state,
+    encode_index_marker,
+    find_valid_record_after,
+    scan_records,
+)
+from raftkv.storage.replay import LogReplay, check_append, check_contiguous
+
+log = logging.getLogger(__name__)
+
+SEGMENT_NAME = re.compile(r"^(\d{10})-(\d{20})\.wal$")
+LOCK_FILE = "LOCK"
+
+
+def segment_name(seq: int, first_index: int) -> str:
+    # The sequence number orders segments: after a truncation a newer segment
+    # can start at a lower index than an older one.
+    return f"{seq:010d}-{first_index:020d}.wal"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class RecoveredLog:
+    hard_state: HardState | None
+    entries: list[LogRecord]
+    first_index: int
+    last_index: int
+    truncated_tail_bytes: int
+    compacted_index: int = 0  # entries up to here were declared covered by a snapshot
+
+
+@dataclass
+class _Segment:
+    seq: int
+    first_index: int
+    path: Path
+    max_entry_index: int = 0  # highest entry index ever written into it
+
+
+@dataclass
+class _WalState:
+    segments: list[_Segment] = field(default_factory=list)
+    last_index: int = 0
+    compacted_index: int = 0
+    hard_state: HardState | None = None
+
+
+class WAL:
+    """Not thread-safe: one caller at a time (the Raft driver serialises)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        segment_bytes: int,
+        state: _WalState,
+        recovered: RecoveredLog,
+        lock_fd: int,
+    ) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.recovered = recovered
+        self._segments = state.segments
+        self._last_index = state.last_index
+        self._compacted_index = state.compacted_index
+        self._hard_state = state.hard_state
+        self._lock_fd = lock_fd
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._failed: BaseException | None = None
+        self._closed = False
+        tail = self._segments[-1].path
+        self._fd = os.open(tail, os.O_WRONLY | os.O_APPEND)
+        self._segment_size = os.fstat(self._fd).st_size
+
+    # ----------------------------------------------------------------- open
+
+    @classmethod
+    def open(cls, directory: Path, segment_bytes: int = 64 << 20) -> WAL:
+        if segment_bytes < 4096:
+            raise ValueError(f"segment_bytes must be at least 4096, got {segment_bytes}")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock_directory(directory)
+        try:
+            state, recovered = _recover(directory)
+            if not state.segments:
+                first = _Segment(0, 1, directory / segment_name(0, 1))
+                fd = os.open(first.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.fsync(fd)
+                os.close(fd)
+                fsync_dir(directory)
+                state.segments.append(first)
+            return cls(directory, segment_bytes, state, recovered, lock_fd)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    # ---------------------------------------------------------------- write
+
+    @property
+    def last_index(self) -> int:
+        return self._last_index
+
+    @property
+    def compacted_index(self) -> int:
+        return self._compacted_index
+
+    @property
+    def hard_state(self) -> HardState | None:
+        return self._hard_state
+
+    def append(self, entries: list[LogRecord]) -> None:
+        """Buffer ``entries``; an index <= last_index first truncates the log there."""
+        self._check_usable()
+        if not entries:
+            return
+        check_contiguous(entries)
+        first_index = entries[0].index
+        truncates = check_append(self._last_index, self._compacted_index, first_index)
+        if self._segment_size + self._pending_bytes > self.segment_bytes:
+            self._roll_segment()
+        parts: list[bytes] = []
+        if truncates:
+            parts.append(encode_index_marker(RecordType.TRUNCATE, first_index))
+        for entry in entries:
+            encode_entry_parts(entry, parts)
+        self._pending.extend(parts)
+        self._pending_bytes += sum(map(len, parts))
+        self._last_index = entries[-1].index
+        segment = self._segments[-1]
+        if self._last_index > segment.max_entry_index:
+            segment.max_entry_index = self._last_index
+
+    def set_hard_state(self, term: int, vote: str | None, commit: int) -> None:
+        self._check_usable()
+        state = HardState(term, vote, commit)
+        record = encode_hard_state(state)
+        self._pending.append(record)
+        self._pending_bytes += len(record)
+        self._hard_state = state
+
+    def sync(self) -> None:
+        """Write everything buffered and fsync once; returns when it is durable."""
+        self._check_usable()
+        if not self._pending:
+            return
+        self._write_pending(self._fd)
+        try:
+            os.fsync(self._fd)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+
+    def compact(self, up_to_index: int) -> None:
+        """Declare entries <= up_to_index covered by a snapshot; drop old segments.
+
+        Durable on return. Only whole segments go, oldest first, and never the
+        one being written, so the newest hard state (rewritten at the head of
+        every segment) always survives.
+        """
+        self._check_usable()
+        if up_to_index > self._compacted_index:
+            record = encode_index_marker(RecordType.COMPACT, up_to_index)
+            self._pending.append(record)
+            self._pending_bytes += len(record)
+            self._compacted_index = up_to_index
+            self._last_index = max(self._last_index, up_to_index)
+        self.sync()
+        removed = False
+        while len(self._segments) > 1 and self._segments[0].max_entry_index <= self._compacted_index:
+            doomed = self._segments.pop(0)
+            doomed.path.unlink()
+            removed = True
+        if removed:
+            fsync_dir(self.directory)
+
+    def close(self) -> None:
+        """Sync what is buffered (unless the WAL failed) and release the directory."""
+        if self._closed:
+            return
+        try:
+            if self._failed is None and self._pending:
+                self.sync()
+        finally:
+            self._closed = True
+            os.close(self._fd)
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> WAL:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def segment_paths(self) -> list[Path]:
+        return [segment.path for segment in self._segments]
+
+    # -------------------------------------------------------------- helpers
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise WALClosedError(f"WAL in {self.directory} is closed")
+        if self._failed is not None:
+            raise WALFailedError(
+                f"WAL in {self.directory} failed earlier ({self._failed!r}); reopen it to recover"
+            )
+
+    def _write_pending(self, fd: int) -> None:
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        self._segment_size += len(data)
+
+    def _roll_segment(self) -> None:
+        """Finish the current segment durably and start the next one."""
+        if self._pending:
+            self._write_pending(self._fd)
+        try:
+            os.fsync(self._fd)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        os.close(self._fd)
+        previous = self._segments[-1]
+        seq, first_index = previous.seq + 1, self._last_index + 1
+        segment = _Segment(seq, first_index, self.directory / segment_name(seq, first_index))
+        self._fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._segment_size = 0
+        self._segments.append(segment)
+        fsync_dir(self.directory)
+        # The head of every segment restates what older segments established,
+        # so deleting them loses nothing.
+        if self._hard_state is not None:
+            self._pending.append(encode_hard_state(self._hard_state))
+        if self._compacted_index:
+            self._pending.append(encode_index_marker(RecordType.COMPACT, self._compacted_index))
+        self._pending_bytes = sum(map(len, self._pending))
+
+
+def _lock_directory(directory: Path) -> int:
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WALLockedError(f"WAL directory {directory} is in use by another WAL instance") from None
+    return fd
+
+
+def _list_segments(directory: Path) -> list[_Segment]:
+    segments = []
+    for path in directory.iterdir():
+        match = SEGMENT_NAME.match(path.name)
+        if match:
+            segments.append(_Segment(int(match.group(1)), int(match.group(2)), path))
+        elif path.suffix == ".wal":
+            log.warning("ignoring file with an unexpected name in WAL directory: %s", path)
+    segments.sort(key=lambda s: s.seq)
+    for before, after in zip(segments, segments[1:]):
+        if after.seq != before.seq + 1:
+            raise WALCorruptError(
+                after.path, 0, f"segment sequence jumps from {before.seq} to {after.seq}: a segment is missing"
+            )
+    return segments
+
+
+def _recover(directory: Path) -> tuple[_WalState, RecoveredLog]:
+    segments = _list_segments(directory)
+    # A segment is named after the index that followed the log when it was
+    # created, so after compaction deleted older segments the log resumes there.
+    replay = LogReplay(expected_next=segments[0].first_index if segments else 1)
+    truncated_tail_bytes = 0
+    for position, segment in enumerate(segments):
+        data = segment.path.read_bytes()
+        scanned = scan_records(data)
+        for record in scanned.records:
+            problem = _replay_record(replay, segment, record.rtype, record.body)
+            if problem is not None:
+                raise WALCorruptError(segment.path, record.offset, problem)
+        if scanned.problem is None:
+            continue
+        is_last = position == len(segments) - 1
+        if not is_last:
+            raise WALCorruptError(
+                segment.path, scanned.valid_bytes, f"{scanned.problem} in a segment that is not the last"
+            )
+        following = find_valid_record_after(data, scanned.valid_bytes)
+        if following is not None:
+            raise WALCorruptError(
+                segment.path,
+                scanned.valid_bytes,
+                f"{scanned.problem}, followed by a valid record at offset {following}",
+            )
+        truncated_tail_bytes = len(data) - scanned.valid_bytes
+        log.warning(
+            "WAL %s: cutting %d bytes of torn tail at offset %d (%s)",
+            segment.path,
+            truncated_tail_bytes,
+            scanned.valid_bytes,
+            scanned.problem,
+        )
+        fd = os.open(segment.path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, scanned.valid_bytes)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    state = _WalState(segments, replay.last_index, replay.compacted_index, replay.hard_state)
+    recovered = RecoveredLog(
+        hard_state=replay.hard_state,
+        entries=replay.entries,
+        first_index=replay.first_index,
+        last_index=replay.last_index,
+        truncated_tail_bytes=truncated_tail_bytes,
+        compacted_index=replay.compacted_index,
+    )
+    return state, recovered
+
+
+def _replay_record(replay: LogReplay, segment: _Segment, rtype: RecordType, body: memoryview) -> str | None:
+    if rtype is RecordType.ENTRY:
+        entry = decode_entry(body)
+        if entry.index > segment.max_entry_index:
+            segment.max_entry_index = entry.index
+        return replay.on_entry(entry)
+    if rtype is RecordType.HARD_STATE:
+        try:
+            replay.on_hard_state(decode_hard_state(body))
+        except UnicodeDecodeError:
+            return "hard state vote is not valid UTF-8"
+        return None
+    if rtype is RecordType.TRUNCATE:
+        return replay.on_truncate(decode_index_marker(body))
+    replay.on_compact(decode_index_marker(body))
+    return None
