@@ -1,0 +1,49 @@
+"""Python client for raftkv: :class:`AsyncClient` (asyncio) and :class:`Client` (blocking)."""
+
+from raftkv.client.async_client import AsyncClient, new_idempotency_key
+from raftkv.client.errors import (
+    ClientError,
+    InvalidResponse,
+    NotFound,
+    OutcomeUnknown,
+    PreconditionFailed,
+    RequestRejected,
+    Unavailable,
+)
+from raftkv.client.models import (
+    DeleteResult,
+    GetResult,
+    KeyValue,
+    ListResult,
+    MemberInfo,
+    NodeStatus,
+    PutResult,
+    TxnOpResult,
+    TxnResult,
+)
+from raftkv.client.sync_client import Client
+from raftkv.client.txn import Compare, Op
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ClientError",
+    "Compare",
+    "DeleteResult",
+    "GetResult",
+    "InvalidResponse",
+    "KeyValue",
+    "ListResult",
+    "MemberInfo",
+    "NodeStatus",
+    "NotFound",
+    "Op",
+    "OutcomeUnknown",
+    "PreconditionFailed",
+    "PutResult",
+    "RequestRejected",
+    "TxnOpResult",
+    "TxnResult",
+    "Unavailable",
+    "new_idempotency_key",
+]

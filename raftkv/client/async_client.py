@@ -1,0 +1,499 @@
+"""AsyncClient: the raftkv HTTP API over aiohttp, with leader discovery,
+failover, retries and per-write idempotency keys."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from raftkv.client.errors import (
+    InvalidResponse,
+    NotFound,
+    OutcomeUnknown,
+    PreconditionFailed,
+    RequestRejected,
+    Unavailable,
+)
+from raftkv.client.models import (
+    DeleteResult,
+    GetResult,
+    KeyValue,
+    ListResult,
+    NodeStatus,
+    PutResult,
+    TxnResult,
+    parse_delete,
+    parse_error,
+    parse_get,
+    parse_list,
+    parse_put,
+    parse_status,
+    parse_txn,
+)
+from raftkv.client.retry import (
+    EndpointSelector,
+    Failure,
+    RequestKind,
+    backoff_delay,
+    failure_for_status,
+    is_retryable,
+    may_have_applied,
+    normalize_endpoint,
+    parse_retry_after,
+)
+from raftkv.client.txn import Compare, Op, txn_body
+from raftkv.client.values import key_path, to_bytes
+
+CONSISTENCY_LEVELS = ("linearizable", "serializable")
+SERVER_MAX_TIMEOUT = 60.0
+# The HTTP timeout exceeds the server-side ?timeout= by a quarter (at most
+# 1 s), so the server's definite 503/504 arrives before we give up and must
+# guess whether a write happened.
+MAX_RESPONSE_GRACE = 1.0
+DISCOVERY_TIMEOUT = 1.0
+# How long to wait before asking every node "who leads?" again after failing
+# to find out; during an election every answer is "nobody".
+DISCOVERY_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    endpoint: str
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            raise InvalidResponse(
+                f"{self.endpoint} answered {self.status} with a body that is not JSON: {self.body[:200]!r}"
+            ) from None
+
+    @property
+    def replayed(self) -> bool:
+        return self.headers.get("Idempotency-Replayed", "").lower() == "true"
+
+
+def _check_consistency(consistency: str) -> str:
+    if consistency not in CONSISTENCY_LEVELS:
+        raise ValueError(f"consistency must be 'linearizable' or 'serializable', not {consistency!r}")
+    return consistency
+
+
+def _check_revision(name: str, value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value
+
+
+def _write_headers(
+    idempotency_key: str, if_mod_revision: int | None, if_absent: bool
+) -> dict[str, str]:
+    headers = {"Idempotency-Key": idempotency_key}
+    if if_mod_revision is not None:
+        headers["If-Match"] = f'"{if_mod_revision}"'
+    if if_absent:
+        headers["If-None-Match"] = "*"
+    return headers
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+class AsyncClient:
+    """Talks to a raftkv cluster through any of its HTTP endpoints.
+
+    ``timeout`` bounds each attempt (the server is asked to answer within it);
+    ``retries`` is how many extra attempts a request gets after a retryable
+    failure. Every write carries an Idempotency-Key that stays the same across
+    its retries, so a retry after a lost response never applies it twice.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        timeout: float = 5.0,
+        retries: int = 5,
+        backoff_base: float = 0.05,
+        backoff_max: float = 2.0,
+    ) -> None:
+        if isinstance(endpoints, str):
+            raise TypeError("endpoints must be a list of URLs, not one string")
+        if not endpoints:
+            raise ValueError("at least one endpoint is required")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0, got {timeout!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries!r}")
+        if backoff_base < 0 or backoff_max < 0:
+            raise ValueError("backoff_base and backoff_max must be >= 0")
+        self.endpoints = [normalize_endpoint(e) for e in endpoints]
+        self.timeout = float(timeout)
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._selector = EndpointSelector(self.endpoints)
+        self._session: aiohttp.ClientSession | None = None
+        self._next_discovery = 0.0
+        self._discovery_lock: asyncio.Lock | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncClient:
+        self._get_session()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64),
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+        return self._session
+
+    @property
+    def leader_endpoint(self) -> str | None:
+        """The endpoint believed to be the leader, if known."""
+        return self._selector.leader
+
+    # -- key-value API -----------------------------------------------------
+
+    async def get(self, key: str, consistency: str = "linearizable") -> KeyValue | None:
+        """The key's value and metadata, or None when it does not exist."""
+        result = await self.get_with_revision(key, consistency)
+        return None if result is None else result.kv
+
+    async def get_with_revision(self, key: str, consistency: str = "linearizable") -> GetResult | None:
+        """Like :meth:`get`, plus the store revision the read was served at."""
+        path = key_path(key)
+        params = {"consistency": _check_consistency(consistency)}
+        resp = await self._request("GET", path, RequestKind.READ, params=params)
+        if resp.status == 404:
+            code, message, details = parse_error(resp.status, _json_or_none(resp))
+            if code == "key_not_found":
+                return None
+            raise RequestRejected(404, code, message, details)
+        self._raise_for_status(resp)
+        return parse_get(key, resp.headers, resp.body)
+
+    async def put(
+        self,
+        key: str,
+        value: bytes | str,
+        if_mod_revision: int | None = None,
+        if_absent: bool = False,
+        idempotency_key: str | None = None,
+    ) -> PutResult:
+        """Write a value. ``if_mod_revision`` makes it a compare-and-set
+        (0 never matches an existing key); ``if_absent`` makes it create-only.
+        Raises PreconditionFailed when the condition does not hold."""
+        path = key_path(key)
+        data = to_bytes(value)
+        _check_revision("if_mod_revision", if_mod_revision)
+        ikey = idempotency_key or new_idempotency_key()
+        resp = await self._request(
+            "PUT",
+            path,
+            RequestKind.WRITE,
+            body=data,
+            headers=_write_headers(ikey, if_mod_revision, if_absent),
+            idempotency_key=ikey,
+        )
+        self._raise_for_status(resp)
+        return parse_put(resp.json(), value=data, replayed=resp.replayed)
+
+    async def delete(
+        self,
+        key: str,
+        if_mod_revision: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> DeleteResult:
+        """Delete one key. Raises NotFound when it does not exist and
+        PreconditionFailed when ``if_mod_revision`` does not match."""
+        path = key_path(key)
+        _check_revision("if_mod_revision", if_mod_revision)
+        ikey = idempotency_key or new_idempotency_key()
+        resp = await self._request(
+            "DELETE",
+            path,
+            RequestKind.WRITE,
+            headers=_write_headers(ikey, if_mod_revision, False),
+            idempotency_key=ikey,
+        )
+        self._raise_for_status(resp)
+        return parse_delete(resp.json(), replayed=resp.replayed)
+
+    async def list(
+        self,
+        prefix: str = "",
+        limit: int | None = None,
+        start_after: str | None = None,
+        keys_only: bool = False,
+        consistency: str = "linearizable",
+    ) -> ListResult:
+        """Keys starting with ``prefix`` in key order; ``more`` says whether
+        the page was cut by ``limit`` (continue with ``start_after``)."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
+        params: dict[str, str] = {"prefix": prefix, "consistency": _check_consistency(consistency)}
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+                raise ValueError(f"limit must be a positive int, got {limit!r}")
+            params["limit"] = str(limit)
+        if start_after is not None:
+            params["start_after"] = start_after
+        if keys_only:
+            params["keys_only"] = "true"
+        resp = await self._request("GET", "/v1/kv", RequestKind.READ, params=params)
+        self._raise_for_status(resp)
+        return parse_list(resp.json())
+
+    async def delete_prefix(self, prefix: str, idempotency_key: str | None = None) -> DeleteResult:
+        """Delete every key starting with ``prefix`` ("" deletes everything)."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
+        ikey = idempotency_key or new_idempotency_key()
+        resp = await self._request(
+            "DELETE",
+            "/v1/kv",
+            RequestKind.WRITE,
+            params={"prefix": prefix},
+            headers={"Idempotency-Key": ikey},
+            idempotency_key=ikey,
+        )
+        self._raise_for_status(resp)
+        return parse_delete(resp.json(), replayed=resp.replayed)
+
+    async def txn(
+        self,
+        compare: Sequence[Compare | Mapping[str, Any]] = (),
+        success: Sequence[Op | Mapping[str, Any]] = (),
+        failure: Sequence[Op | Mapping[str, Any]] = (),
+        idempotency_key: str | None = None,
+    ) -> TxnResult:
+        """Atomically: if every compare holds run ``success``, else ``failure``."""
+        body = orjson.dumps(txn_body(list(compare), list(success), list(failure)))
+        ikey = idempotency_key or new_idempotency_key()
+        resp = await self._request(
+            "POST",
+            "/v1/txn",
+            RequestKind.WRITE,
+            body=body,
+            headers={"Idempotency-Key": ikey, "Content-Type": "application/json"},
+            idempotency_key=ikey,
+        )
+        self._raise_for_status(resp)
+        return parse_txn(resp.json(), replayed=resp.replayed)
+
+    # -- cluster API -------------------------------------------------------
+
+    async def status(self, endpoint: str | None = None) -> NodeStatus:
+        """Status of one node: ``endpoint`` if given (no failover), else the
+        first node that answers, leader first."""
+        if endpoint is not None:
+            resp = await self._send_once(normalize_endpoint(endpoint), "GET", "/v1/status")
+            self._raise_for_status(resp)
+            return parse_status(resp.json(), resp.endpoint)
+        resp = await self._request("GET", "/v1/status", RequestKind.READ)
+        self._raise_for_status(resp)
+        return parse_status(resp.json(), resp.endpoint)
+
+    async def status_all(self) -> dict[str, NodeStatus | Exception]:
+        """Every endpoint's status, or the error that prevented getting it."""
+        results = await asyncio.gather(
+            *(self._status_quick(e, self.timeout) for e in self.endpoints), return_exceptions=True
+        )
+        out: dict[str, NodeStatus | Exception] = {}
+        for endpoint, result in zip(self.endpoints, results):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            out[endpoint] = result
+        self._learn_leader([r for r in out.values() if isinstance(r, NodeStatus)])
+        return out
+
+    async def transfer_leadership(self, to: str | None = None) -> str:
+        """Ask the cluster to hand leadership to node ``to`` (any caught-up
+        voter when None); returns the new leader's node id."""
+        body = orjson.dumps({} if to is None else {"to": to})
+        resp = await self._request(
+            "POST",
+            "/v1/leadership/transfer",
+            RequestKind.CONTROL,
+            body=body,
+            headers={"Content-Type": "application/json"},
+        )
+        self._raise_for_status(resp)
+        obj = resp.json()
+        leader_id = obj.get("leader_id") if isinstance(obj, dict) else None
+        if not isinstance(leader_id, str):
+            raise InvalidResponse(f"transfer response lacks a string 'leader_id': {obj!r}")
+        # The old leader is no longer the leader; find the new one next time.
+        self._selector.forget_leader()
+        self._next_discovery = 0.0
+        return leader_id
+
+    async def discover_leader(self) -> str | None:
+        """Ask every endpoint who leads; remember and return the leader's endpoint."""
+        statuses = await asyncio.gather(
+            *(self._status_quick(e, DISCOVERY_TIMEOUT) for e in self.endpoints), return_exceptions=True
+        )
+        found = [s for s in statuses if isinstance(s, NodeStatus)]
+        return self._learn_leader(found)
+
+    # -- transport ---------------------------------------------------------
+
+    def _learn_leader(self, statuses: list[NodeStatus]) -> str | None:
+        by_id = {s.node_id: s.endpoint for s in statuses}
+        leader = next((s.endpoint for s in statuses if s.is_leader), None)
+        if leader is None:
+            # A follower may know a leader whose own endpoint did not answer in time.
+            leader = next((by_id[s.leader_id] for s in statuses if s.leader_id in by_id), None)
+        if leader is not None:
+            self._selector.mark_leader(leader)
+        return leader
+
+    async def _status_quick(self, endpoint: str, timeout: float) -> NodeStatus:
+        resp = await self._send_once(endpoint, "GET", "/v1/status", timeout=timeout)
+        self._raise_for_status(resp)
+        return parse_status(resp.json(), endpoint)
+
+    async def _maybe_discover(self) -> None:
+        if self._selector.leader is not None or time.monotonic() < self._next_discovery:
+            return
+        if self._discovery_lock is None:
+            self._discovery_lock = asyncio.Lock()
+        async with self._discovery_lock:
+            # Another task may have found the leader while we waited.
+            if self._selector.leader is not None or time.monotonic() < self._next_discovery:
+                return
+            if await self.discover_leader() is None:
+                self._next_discovery = time.monotonic() + DISCOVERY_INTERVAL
+
+    async def _send_once(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> RawResponse:
+        """One HTTP exchange. Connection-level errors propagate as aiohttp /
+        asyncio exceptions for the caller to classify."""
+        t = self.timeout if timeout is None else timeout
+        query = dict(params or {})
+        query["timeout"] = f"{min(t, SERVER_MAX_TIMEOUT):g}"
+        url = URL(endpoint + path, encoded=True).update_query(query)
+        client_timeout = aiohttp.ClientTimeout(total=t + min(MAX_RESPONSE_GRACE, t / 4), sock_connect=min(t, 2.0))
+        async with self._get_session().request(
+            method, url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
+        ) as resp:
+            data = await resp.read()
+            return RawResponse(endpoint, resp.status, resp.headers, data)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        kind: RequestKind,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> RawResponse:
+        """Send with failover and retries; returns the first definite answer
+        (any status but 5xx) or raises Unavailable / OutcomeUnknown."""
+        await self._maybe_discover()
+        maybe_applied = False
+        last_error = "no attempt made"
+        order = self._selector.order()
+        for attempt in range(self.retries + 1):
+            endpoint = self._selector.pick(attempt, order)
+            retry_after: float | None = None
+            try:
+                resp = await self._send_once(endpoint, method, path, params, body, headers)
+            except aiohttp.ClientConnectorError as exc:
+                failure, last_error = Failure.NOT_SENT, f"{endpoint}: cannot connect ({exc.os_error})"
+                self._selector.mark_failed(endpoint, time.monotonic())
+            except aiohttp.ConnectionTimeoutError:
+                failure, last_error = Failure.NOT_SENT, f"{endpoint}: connect timed out"
+                self._selector.mark_failed(endpoint, time.monotonic())
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                failure = Failure.LOST
+                last_error = f"{endpoint}: {type(exc).__name__}: {exc or 'no response in time'}"
+                self._selector.mark_failed(endpoint, time.monotonic())
+            else:
+                failure = failure_for_status(resp.status)
+                if failure is None:
+                    self._selector.mark_ok(endpoint)
+                    return resp
+                code, message, _ = parse_error(resp.status, _json_or_none(resp))
+                last_error = f"{endpoint}: {resp.status} {code}: {message}"
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                if failure is Failure.NO_LEADER:
+                    self._selector.forget_leader()
+            if kind is not RequestKind.READ and may_have_applied(failure):
+                maybe_applied = True
+            if not is_retryable(kind, failure) or attempt == self.retries:
+                break
+            await asyncio.sleep(
+                backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after=retry_after)
+            )
+            if self._selector.leader is None:
+                await self._maybe_discover()
+        if maybe_applied:
+            raise OutcomeUnknown(
+                f"{method} {path}: the write was sent but no definite answer arrived, so it may or "
+                f"may not have been applied; retry only with idempotency key {idempotency_key!r} "
+                f"(last error: {last_error})",
+                idempotency_key,
+            )
+        raise Unavailable(
+            f"{method} {path}: no node could serve the request after {attempt + 1} attempt(s); "
+            f"nothing was applied (last error: {last_error})",
+            last_error,
+        )
+
+    @staticmethod
+    def _raise_for_status(resp: RawResponse) -> None:
+        if 200 <= resp.status < 300:
+            return
+        code, message, details = parse_error(resp.status, _json_or_none(resp))
+        if resp.status == 412 or code == "precondition_failed":
+            mod_revision = details.get("mod_revision")
+            if not isinstance(mod_revision, int):
+                raise InvalidResponse(f"412 response lacks an integer 'mod_revision': {details!r}")
+            raise PreconditionFailed(message, mod_revision, details)
+        if resp.status == 404:
+            raise NotFound(404, code, message, details)
+        raise RequestRejected(resp.status, code, message, details)
+
+
+def _json_or_none(resp: RawResponse) -> Any:
+    try:
+        return orjson.loads(resp.body)
+    except orjson.JSONDecodeError:
+        return resp.body[:200].decode("utf-8", "replace")
+
+
+__all__ = ["AsyncClient", "new_idempotency_key"]
