@@ -134,94 +134,125 @@ def _search(ops: list[Operation], model: Model, deadline: _Deadline) -> _Partiti
     # Calls sort before returns at equal times: touching operations count as concurrent.
     events.sort()
 
+    inputs = [op.input for op in ops]
+    outputs = [op.output if op.outcome_known else UNKNOWN for op in ops]
+    bits = [1 << i for i in range(n)]
+    # Candidates are tried in phases by rank. Rank 0: read-only operations (see
+    # Model.read_only); if one is accepted it is linearized at once, because
+    # any completion that places it later still works with it moved here, so
+    # no alternative to it needs exploring, and if its successor configuration
+    # already failed, so does this one. Rank 1: operations with a known
+    # outcome. Rank 2: unknown outcomes, tried last since they may never happen.
+    rank = [0 if model.read_only(op.input, out) else (1 if op.outcome_known else 2)
+            for op, out in zip(ops, outputs)]
+
+    # Events are numbered 1..m in time order. Each rank's call events and all
+    # return events form separate doubly linked lists (dancing links) sharing
+    # the arrays below; a call is a candidate while it comes before the first
+    # return still in the return list.
     m = len(events)
     tail = m + 1
-    # Entry 0 is the head sentinel, entries 1..m the events, m+1 a tail sentinel
-    # that behaves like a return event so the scan never runs off the end.
-    nxt = list(range(1, m + 2)) + [tail]
-    prv = [0] + list(range(0, m + 1))
-    entry_op = [-1] * (m + 2)
-    is_call = [False] * (m + 2)
-    return_entry = [0] * (m + 2)
+    heads = [m + 2, m + 3, m + 4]
+    returns_head = m + 5
+    size = m + 6
+    nxt = [tail] * size
+    prv = [0] * size
+    last = heads + [returns_head]
+    entry_op = [-1] * size
+    return_entry = [0] * size
     call_entry_of_op = [0] * n
     for position, (_, kind, i) in enumerate(events, start=1):
         entry_op[position] = i
+        chain = rank[i] if kind == 0 else 3
+        nxt[last[chain]] = position
+        prv[position] = last[chain]
+        last[chain] = position
         if kind == 0:
-            is_call[position] = True
             call_entry_of_op[i] = position
         else:
             return_entry[call_entry_of_op[i]] = position
+    for end in last:
+        nxt[end] = tail
 
-    inputs = [op.input for op in ops]
-    outputs = [op.output if op.outcome_known else UNKNOWN for op in ops]
-    known = [op.outcome_known for op in ops]
-    bits = [1 << i for i in range(n)]
     step = model.step
-
-    known_left = sum(known)
-    if known_left == 0:
+    if nxt[returns_head] == tail:
         return _PartitionOutcome("linearizable", [], None)
 
     state: Any = model.init()
     linearized = 0
-    stack: list[tuple[int, Any]] = []
+    # Frames: (call entry, state before it, phase it was found in).
+    stack: list[tuple[int, Any, int]] = []
     seen: set[tuple[int, Any]] = set()
     best: list[int] = []
     stuck: int | None = None
     steps_until_clock = _CLOCK_CHECK_INTERVAL
 
-    entry = nxt[0]
+    phase = 0
+    entry = nxt[heads[0]]
+    limit = nxt[returns_head]
     while True:
-        steps_until_clock -= 1
-        if steps_until_clock == 0:
-            steps_until_clock = _CLOCK_CHECK_INTERVAL
-            if deadline.passed():
-                return _PartitionOutcome("unknown", best, stuck)
-        if is_call[entry]:
+        if entry < limit:
+            steps_until_clock -= 1
+            if steps_until_clock == 0:
+                steps_until_clock = _CLOCK_CHECK_INTERVAL
+                if deadline.passed():
+                    return _PartitionOutcome("unknown", [entry_op[e] for e in best], None)
             i = entry_op[entry]
             accepted, new_state = step(state, inputs[i], outputs[i])
-            if accepted:
-                new_linearized = linearized | bits[i]
-                key = (new_linearized, new_state)
-                if key not in seen:
-                    seen.add(key)
-                    stack.append((entry, state))
-                    state = new_state
-                    linearized = new_linearized
-                    # Lift the call event and its return event out of the list.
-                    before, after = prv[entry], nxt[entry]
+            if not accepted:
+                entry = nxt[entry]
+                continue
+            new_linearized = linearized | bits[i]
+            key = (new_linearized, new_state)
+            if key not in seen:
+                seen.add(key)
+                stack.append((entry, state, phase))
+                state = new_state
+                linearized = new_linearized
+                before, after = prv[entry], nxt[entry]
+                nxt[before] = after
+                prv[after] = before
+                ret = return_entry[entry]
+                if ret:
+                    before, after = prv[ret], nxt[ret]
                     nxt[before] = after
                     prv[after] = before
-                    ret = return_entry[entry]
-                    if ret:
-                        before, after = prv[ret], nxt[ret]
-                        nxt[before] = after
-                        prv[after] = before
-                        known_left -= 1
-                        if known_left == 0:
-                            return _PartitionOutcome("linearizable", [entry_op[e] for e, _ in stack], None)
-                    if len(stack) > len(best):
-                        best = [entry_op[e] for e, _ in stack]
-                        stuck = None
-                    entry = nxt[0]
-                    continue
-            entry = nxt[entry]
-        else:
-            if stuck is None and len(stack) == len(best) and entry != tail:
-                stuck = entry_op[entry]
+                    limit = nxt[returns_head]
+                    if limit == tail:
+                        return _PartitionOutcome("linearizable", [entry_op[e] for e, _, _ in stack], None)
+                if len(stack) > len(best):
+                    best = [e for e, _, _ in stack]
+                    stuck = None
+                phase = 0
+                entry = nxt[heads[0]]
+                continue
+            if phase != 0:
+                entry = nxt[entry]
+                continue
+            # A read-only successor that already failed: this configuration fails too.
+        elif phase < 2:
+            phase += 1
+            entry = nxt[heads[phase]]
+            continue
+        elif stuck is None and len(stack) == len(best):
+            stuck = limit
+        # Pop frames until one whose configuration has candidates left to try.
+        while True:
             if not stack:
-                return _PartitionOutcome("not-linearizable", best, stuck)
-            entry, state = stack.pop()
+                return _PartitionOutcome("not-linearizable", [entry_op[e] for e in best],
+                                         None if stuck is None else entry_op[stuck])
+            entry, state, phase = stack.pop()
             linearized ^= bits[entry_op[entry]]
-            # Unlift in reverse order of lifting: return event first, then call.
             ret = return_entry[entry]
             if ret:
                 nxt[prv[ret]] = ret
                 prv[nxt[ret]] = ret
-                known_left += 1
             nxt[prv[entry]] = entry
             prv[nxt[entry]] = entry
-            entry = nxt[entry]
+            if phase != 0:
+                break
+        limit = nxt[returns_head]
+        entry = nxt[entry]
 
 
 def _describe_failure(index: int, part: list[Operation], outcome: _PartitionOutcome) -> Failure:

@@ -27,6 +27,10 @@ def _describe_generic(input: Any, output: Any) -> str:
     return f"{input!r} -> {output!r}"
 
 
+def _never_read_only(input: Any, output: Any) -> bool:
+    return False
+
+
 @dataclass
 class Model:
     """A sequential specification.
@@ -42,6 +46,10 @@ class Model:
         default=_single_partition
     )
     describe_operation: Callable[[Any, Any], str] = field(default=_describe_generic)
+    # True only if, in every state where `step` accepts the operation, the state
+    # stays the same (e.g. reads). The checker then places such operations
+    # greedily, which prunes its search; answering False is always safe.
+    read_only: Callable[[Any, Any], bool] = field(default=_never_read_only)
     name: str = "model"
 
 
@@ -63,6 +71,15 @@ def _register_step(state: Any, input: Any, output: Any) -> tuple[bool, Any]:
             return (output is True or output is UNKNOWN), new
         return (output is False or output is UNKNOWN), state
     raise ModelInputError(f"register model: unknown function {f!r} (expected read, write or cas)")
+
+
+def _register_read_only(input: Any, output: Any) -> bool:
+    f, arg = input
+    if f == "read":
+        return True
+    # A cas that answered "not swapped" is accepted only where it changes nothing;
+    # one that swaps a value for itself changes nothing either.
+    return f == "cas" and (output is False or (output is True and arg[0] == arg[1]))
 
 
 def _describe_register(input: Any, output: Any) -> str:
@@ -97,6 +114,7 @@ def register_model() -> Model:
         init=_register_init,
         step=_register_step,
         describe_operation=_describe_register,
+        read_only=_register_read_only,
         name="register",
     )
 
@@ -104,6 +122,8 @@ def register_model() -> Model:
 # --- many independent registers (the harness's register workload) -----------
 
 def _lookup(state: tuple[tuple[Any, Any], ...], key: Any, default: Any) -> Any:
+    if len(state) == 1 and state[0][0] == key:
+        return state[0][1]
     for k, v in state:
         if k == key:
             return v
@@ -113,6 +133,8 @@ def _lookup(state: tuple[tuple[Any, Any], ...], key: Any, default: Any) -> Any:
 def _assign(state: tuple[tuple[Any, Any], ...], key: Any, value: Any) -> tuple[tuple[Any, Any], ...]:
     # A checked partition normally holds one key, so the tuple stays tiny;
     # keeping it sorted makes equal states hash equal.
+    if not state or (len(state) == 1 and state[0][0] == key):
+        return ((key, value),)
     items = [(k, v) for k, v in state if k != key]
     items.append((key, value))
     items.sort(key=lambda kv: repr(kv[0]))
@@ -135,6 +157,10 @@ def _keyed_register_step(state: Any, input: Any, output: Any) -> tuple[bool, Any
     return ok, _assign(state, key, new)
 
 
+def _keyed_register_read_only(input: Any, output: Any) -> bool:
+    return _register_read_only(input[1:], output)
+
+
 def _describe_keyed_register(input: Any, output: Any) -> str:
     key, f, arg = input
     return f"{key}: {_describe_register((f, arg), output)}"
@@ -155,6 +181,7 @@ def keyed_register_model() -> Model:
         step=_keyed_register_step,
         partition=_partition_by_key,
         describe_operation=_describe_keyed_register,
+        read_only=_keyed_register_read_only,
         name="keyed-register",
     )
 
@@ -171,6 +198,10 @@ def _kv_step(state: Any, input: Any, output: Any) -> tuple[bool, Any]:
     if f == "append":
         return True, _assign(state, key, current + arg)
     raise ModelInputError(f"kv model: unknown function {f!r} (expected get, put or append)")
+
+
+def _kv_read_only(input: Any, output: Any) -> bool:
+    return input[1] == "get"
 
 
 def _describe_kv(input: Any, output: Any) -> str:
@@ -191,5 +222,6 @@ def kv_model() -> Model:
         step=_kv_step,
         partition=_partition_by_key,
         describe_operation=_describe_kv,
+        read_only=_kv_read_only,
         name="kv",
     )
