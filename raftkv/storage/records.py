@@ -47,21 +47,24 @@ class HardState(NamedTuple):
     commit: int
 
 
-def encode_entry_parts(entry: LogRecord, out: list[bytes]) -> None:
-    """Append the encoded record for ``entry`` to ``out`` as separate parts.
-
-    Parts are joined once per sync, so the payload is never copied per record.
-    """
-    data = entry.data
+def encode_entries(entries: list[LogRecord]) -> tuple[list[bytes], int]:
+    """Encoded records for ``entries`` as parts to join once per sync, and their total size."""
+    parts: list[bytes] = []
+    append = parts.append
+    pack = ENTRY_FIXED.pack
+    crc32 = zlib.crc32
+    pack_crc = CRC.pack
+    total = 0
+    entry_type = RecordType.ENTRY.value
     try:
-        fixed = ENTRY_FIXED.pack(
-            ENTRY_FIXED_BODY_SIZE + len(data), RecordType.ENTRY, entry.index, entry.term, entry.kind
-        )
-    except (struct.error, TypeError) as exc:
-        raise ValueError(f"invalid log record {entry.index!r}/{entry.term!r}/{entry.kind!r}: {exc}") from exc
-    out.append(CRC.pack(zlib.crc32(data, zlib.crc32(fixed))))
-    out.append(fixed)
-    out.append(data)
+        for index, term, kind, data in entries:
+            record = pack(ENTRY_FIXED_BODY_SIZE + len(data), entry_type, index, term, kind) + data
+            append(pack_crc(crc32(record)))
+            append(record)
+            total += CRC.size + len(record)
+    except (struct.error, TypeError, ValueError) as exc:
+        raise ValueError(f"invalid log record {entries[len(parts) // 2]!r}: {exc}") from exc
+    return parts, total
 
 
 def encode_record(rtype: RecordType, body: bytes) -> bytes:

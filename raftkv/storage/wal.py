@@ -27,7 +27,7 @@ from raftkv.storage.records import (
     decode_entry,
     decode_hard_state,
     decode_index_marker,
-    encode_entry_parts,
+    encode_entries,
     encode_hard_state,
     encode_index_marker,
     find_valid_record_after,
@@ -153,15 +153,15 @@ class WAL:
         check_contiguous(entries)
         first_index = entries[0].index
         truncates = check_append(self._last_index, self._compacted_index, first_index)
+        parts, size = encode_entries(entries)  # validates every field before anything is buffered
         if self._segment_size + self._pending_bytes > self.segment_bytes:
             self._roll_segment()
-        parts: list[bytes] = []
         if truncates:
-            parts.append(encode_index_marker(RecordType.TRUNCATE, first_index))
-        for entry in entries:
-            encode_entry_parts(entry, parts)
+            marker = encode_index_marker(RecordType.TRUNCATE, first_index)
+            self._pending.append(marker)
+            self._pending_bytes += len(marker)
         self._pending.extend(parts)
-        self._pending_bytes += sum(map(len, parts))
+        self._pending_bytes += size
         self._last_index = entries[-1].index
         segment = self._segments[-1]
         if self._last_index > segment.max_entry_index:
