@@ -21,6 +21,7 @@ Contract every engine keeps:
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,6 +74,9 @@ class Engine(abc.ABC):
     """Consensus for one node. All methods are called on the node's asyncio loop."""
 
     name: str
+    # Held while the server reads the local state machine. Engines that apply
+    # on the asyncio loop need no lock; PySyncObj applies on its own thread.
+    state_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 
     @abc.abstractmethod
     async def start(self) -> None:

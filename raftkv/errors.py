@@ -33,3 +33,11 @@ class ReadTimeoutError(RaftKVError):
 
 class EngineStoppedError(RaftKVError):
     """The engine is shutting down or not started."""
+
+
+class NotLeaderError(RaftKVError):
+    """The request must run on the leader and this node is not it."""
+
+    def __init__(self, message: str, leader_id: str | None) -> None:
+        super().__init__(message)
+        self.leader_id = leader_id

@@ -1,0 +1,5 @@
+import sys
+
+from raftkv.cli import main
+
+sys.exit(main())

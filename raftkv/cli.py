@@ -1,0 +1,166 @@
+"""The ``raftkv`` command: run nodes (serve, dev) and talk to a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from raftkv.config import DEFAULT_ENGINE, ENGINES, NodeConfig, parse_peers
+from raftkv.kv.limits import Limits
+
+DEFAULT_LIMITS = Limits()
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"RAFTKV_{name}", default)
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run one node",
+        description=(
+            "Run one raftkv node. Every flag can also be set with an environment "
+            "variable: RAFTKV_ID, RAFTKV_DATA_DIR, RAFTKV_LISTEN, RAFTKV_PEER_LISTEN, "
+            "RAFTKV_PEERS, RAFTKV_ENGINE."
+        ),
+        epilog=(
+            "example: raftkv serve --id n1 --data-dir data/n1 --listen 127.0.0.1:7001 "
+            "--peer-listen 127.0.0.1:7101 "
+            "--peers n1=127.0.0.1:7101,n2=127.0.0.1:7102,n3=127.0.0.1:7103"
+        ),
+    )
+    p.add_argument("--id", default=_env("ID"), help="this node's id, e.g. n1 (RAFTKV_ID)")
+    p.add_argument("--data-dir", default=_env("DATA_DIR"), help="where the node keeps its log and snapshots")
+    p.add_argument("--listen", default=_env("LISTEN"), help="HOST:PORT for the HTTP API")
+    p.add_argument("--peer-listen", default=_env("PEER_LISTEN"), help="HOST:PORT for Raft traffic between nodes")
+    p.add_argument(
+        "--peers",
+        default=_env("PEERS"),
+        help="every member as ID=HOST:PORT, comma-separated, this node included: "
+        "the address this node uses to reach each peer's --peer-listen",
+    )
+    p.add_argument(
+        "--engine",
+        default=_env("ENGINE", DEFAULT_ENGINE),
+        choices=ENGINES,
+        help=f"consensus engine (default {DEFAULT_ENGINE})",
+    )
+    p.add_argument("--max-key-bytes", type=int, default=DEFAULT_LIMITS.max_key_bytes)
+    p.add_argument("--max-value-bytes", type=int, default=DEFAULT_LIMITS.max_value_bytes)
+    p.add_argument("--max-txn-ops", type=int, default=DEFAULT_LIMITS.max_txn_ops)
+    p.add_argument("--max-request-bytes", type=int, default=DEFAULT_LIMITS.max_request_bytes)
+    p.add_argument("--timeout", type=float, default=5.0, help="default request timeout in seconds")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    p.set_defaults(func=_run_serve, parser=p)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    parser = args.parser
+    missing = [
+        flag
+        for flag, value in (
+            ("--id", args.id),
+            ("--data-dir", args.data_dir),
+            ("--listen", args.listen),
+            ("--peer-listen", args.peer_listen),
+            ("--peers", args.peers),
+        )
+        if not value
+    ]
+    if missing:
+        parser.error(f"serve needs {', '.join(missing)} (or the RAFTKV_* environment variables)")
+    try:
+        config = NodeConfig(
+            node_id=args.id,
+            data_dir=Path(args.data_dir),
+            client_addr=args.listen,
+            peer_addr=args.peer_listen,
+            peers=parse_peers(args.peers),
+            engine=args.engine,
+            limits=Limits(
+                max_key_bytes=args.max_key_bytes,
+                max_value_bytes=args.max_value_bytes,
+                max_txn_ops=args.max_txn_ops,
+                max_request_bytes=args.max_request_bytes,
+            ),
+            default_timeout=args.timeout,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s",
+    )
+    from raftkv.node import run
+
+    run(config)
+    return 0
+
+
+def _add_dev(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "dev",
+        help="run a local cluster (3 supervised nodes on 127.0.0.1)",
+        description=(
+            "Run a local cluster: N `raftkv serve` processes on 127.0.0.1, restarted if "
+            "they die, HTTP on ports 7001.., Raft on 7101... Data stays in --data-dir "
+            "between runs (--clean wipes it). Ctrl-C stops all nodes."
+        ),
+    )
+    p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
+    p.add_argument("--data-dir", default=".raftkv-dev", help="parent folder of the nodes' data (default .raftkv-dev)")
+    p.add_argument("--http-port", type=int, default=7001, help="first node's HTTP port (default 7001)")
+    p.add_argument("--peer-port", type=int, default=7101, help="first node's Raft port (default 7101)")
+    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES)
+    p.add_argument("--clean", action="store_true", help="delete the cluster's data before starting")
+    p.set_defaults(func=_run_dev, parser=p)
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    parser = args.parser
+    from raftkv.dev import DevCluster
+
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
+    cluster = DevCluster(
+        nodes=args.nodes,
+        data_dir=Path(args.data_dir),
+        http_port=args.http_port,
+        peer_port=args.peer_port,
+        engine=args.engine,
+    )
+    return cluster.run_forever(clean=args.clean)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raftkv",
+        description="raftkv: a strongly consistent, Raft-replicated key-value store.",
+        epilog="Start a local cluster with `raftkv dev`, then try `raftkv put greeting hello`.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve(subparsers)
+    _add_dev(subparsers)
+    try:  # TEMP until cli_client lands
+        from raftkv import cli_client
+        cli_client.register(subparsers)
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Real `raftkv serve` processes on 127.0.0.1, managed from Python.
+
+Used by `raftkv dev`, by the tests and by jepsen_style: one place that knows
+how to start, kill, pause and restart nodes and how to find the leader.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+# Given (node id, peer id) -> the address the node uses to reach that peer.
+PeerRouter = Callable[[str, str], str]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS considers free right now (bound all at once so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class LocalNode:
+    node_id: str
+    http_addr: str
+    peer_addr: str
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.http_addr}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        base_dir: Path,
+        nodes: int = 3,
+        engine: str = "pysyncobj",
+        http_ports: list[int] | None = None,
+        peer_ports: list[int] | None = None,
+        extra_args: list[str] | None = None,
+        router: PeerRouter | None = None,
+    ) -> None:
+        http_ports = http_ports or free_ports(nodes)
+        peer_ports = peer_ports or free_ports(nodes)
+        self.base_dir = base_dir
+        self.engine = engine
+        self.extra_args = extra_args or []
+        self.nodes = [
+            LocalNode(
+                node_id=f"n{i + 1}",
+                http_addr=f"127.0.0.1:{http_ports[i]}",
+                peer_addr=f"127.0.0.1:{peer_ports[i]}",
+                data_dir=base_dir / f"n{i + 1}",
+                log_path=base_dir / f"n{i + 1}.log",
+            )
+            for i in range(nodes)
+        ]
+        self.router = router
+
+    # -- processes ---------------------------------------------------------
+
+    def node(self, node_id: str) -> LocalNode:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def peers_arg(self, node: LocalNode) -> str:
+        def addr(peer: LocalNode) -> str:
+            if self.router is None or peer is node:
+                return peer.peer_addr
+            return self.router(node.node_id, peer.node_id)
+
+        return ",".join(f"{p.node_id}={addr(p)}" for p in self.nodes)
+
+    def command(self, node: LocalNode) -> list[str]:
+        return [
+            sys.executable, "-m", "raftkv", "serve",
+            "--id", node.node_id,
+            "--data-dir", str(node.data_dir),
+            "--listen", node.http_addr,
+            "--peer-listen", node.peer_addr,
+            "--peers", self.peers_arg(node),
+            "--engine", self.engine,
+            *self.extra_args,
+        ]
+
+    def start_node(self, node_id: str) -> None:
+        node = self.node(node_id)
+        if node.running:
+            return
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(node.log_path, "ab") as log:
+            # A session of its own: a terminal's Ctrl-C reaches the owner, which
+            # stops the nodes in order, not every process at once.
+            node.process = subprocess.Popen(
+                self.command(node), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def start(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        for node in self.nodes:
+            self.start_node(node.node_id)
+
+    def kill(self, node_id: str) -> None:
+        """kill -9: no shutdown code runs, unsynced state is lost."""
+        node = self.node(node_id)
+        if node.process is not None:
+            if node.process.poll() is None:
+                node.process.send_signal(signal.SIGCONT)
+                node.process.kill()
+            node.process.wait()
+            node.process = None
+
+    def terminate(self, node_id: str, timeout: float = 10.0) -> None:
+        node = self.node(node_id)
+        if node.process is None:
+            return
+        if node.process.poll() is None:
+            node.process.send_signal(signal.SIGCONT)
+            node.process.terminate()
+            try:
+                node.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait()
+        node.process = None
+
+    def restart(self, node_id: str) -> None:
+        self.terminate(node_id)
+        self.start_node(node_id)
+
+    def pause(self, node_id: str) -> None:
+        process = self.node(node_id).process
+        if process is not None:
+            os.kill(process.pid, signal.SIGSTOP)
+
+    def resume(self, node_id: str) -> None:
+        process = self.node(node_id).process
+        if process is not None:
+            os.kill(process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.running:
+                assert node.process is not None
+                node.process.send_signal(signal.SIGCONT)
+                node.process.terminate()
+        for node in self.nodes:
+            self.terminate(node.node_id)
+
+    def __enter__(self) -> "LocalCluster":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- observing ---------------------------------------------------------
+
+    def status(self, node_id: str, timeout: float = 1.0) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"{self.node(node_id).url}/v1/status", timeout=timeout) as r:
+                return orjson.loads(r.read())
+        except (OSError, ValueError):
+            return None
+
+    def is_ready(self, node_id: str, timeout: float = 1.0) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.node(node_id).url}/readyz", timeout=timeout) as r:
+                return r.status == 200
+        except (OSError, urllib.error.HTTPError):
+            return False
+
+    def leader(self, among: list[str] | None = None) -> str | None:
+        """The leader that a majority of the running nodes asked agree on."""
+        ids = among or [n.node_id for n in self.nodes if n.running]
+        for node_id in ids:
+            status = self.status(node_id, timeout=0.5)
+            if status and status["role"] == "leader":
+                return node_id
+        return None
+
+    def wait_ready(self, timeout: float = 30.0, nodes: list[str] | None = None) -> str:
+        """Wait until the given (default: running) nodes are ready; returns the leader id."""
+        deadline = time.monotonic() + timeout
+        ids = nodes or [n.node_id for n in self.nodes if n.running]
+        while time.monotonic() < deadline:
+            for node_id in ids:
+                node = self.node(node_id)
+                if node.process is not None and node.process.poll() is not None:
+                    raise RuntimeError(
+                        f"node {node_id} exited with code {node.process.returncode}; "
+                        f"log: {node.log_path}\n{tail(node.log_path)}"
+                    )
+            if all(self.is_ready(i, 0.5) for i in ids):
+                leader = self.leader(ids)
+                if leader is not None:
+                    return leader
+            time.sleep(0.05)
+        logs = "\n".join(f"--- {i}\n{tail(self.node(i).log_path)}" for i in ids)
+        raise TimeoutError(f"cluster not ready within {timeout:g}s\n{logs}")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,62 @@
+"""One raftkv node: a state machine, an engine, and the HTTP API, on one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from raftkv.config import NodeConfig, parse_host_port
+from raftkv.engine import Engine
+from raftkv.kv.state_machine import KVStateMachine
+from raftkv.server.http_api import HttpApi
+
+log = logging.getLogger("raftkv.node")
+
+
+def build_engine(config: NodeConfig, machine: KVStateMachine) -> Engine:
+    if config.engine == "pysyncobj":
+        from raftkv.engines.pysyncobj_engine import PySyncObjEngine
+
+        return PySyncObjEngine(config.node_id, config.peers, config.data_dir, machine)
+    from raftkv.engines.native import NativeEngine
+
+    return NativeEngine(config, machine)
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run the node until SIGINT or SIGTERM."""
+    machine = KVStateMachine()
+    engine = build_engine(config, machine)
+    await engine.start()
+    api = HttpApi(engine, machine, config.limits, config.default_timeout, config.max_timeout)
+    runner = web.AppRunner(api.make_app(), access_log=None)
+    await runner.setup()
+    host, port = parse_host_port(config.client_addr)
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    await site.start()
+    log.info(
+        "node %s serving HTTP on %s, peers on %s, engine %s, data in %s",
+        config.node_id, config.client_addr, config.peer_addr, config.engine, config.data_dir,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("node %s stopping", config.node_id)
+        await runner.cleanup()
+        await engine.stop()
+
+
+def run(config: NodeConfig) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop has no Windows build
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))

@@ -1,0 +1,470 @@
+"""The HTTP/JSON API v1 (see api/openapi.yaml and docs/api.md).
+
+Handlers translate HTTP into state-machine commands and back; consensus is
+the engine's business. Reads are served from the local replica after the
+engine's read fence (linearizable) or without it (serializable).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from raftkv.engine import Engine
+from raftkv.errors import (
+    EngineStoppedError,
+    NoLeaderError,
+    NotLeaderError,
+    OutcomeUnknownError,
+    ReadTimeoutError,
+)
+from raftkv.kv import commands
+from raftkv.kv.json_codec import (
+    RequestError,
+    kv_to_json,
+    parse_txn,
+    result_to_json,
+    validate_key,
+    validate_value,
+)
+from raftkv.kv.limits import Limits
+from raftkv.kv.state_machine import KVStateMachine
+from raftkv.server.responses import ApiError, json_response, no_leader
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_IDEMPOTENCY_KEY_BYTES = 256
+# Codes a state machine returns for a command that could not apply.
+_RESULT_ERROR_STATUS = {"not_a_number": 409, "out_of_range": 409, "invalid_command": 400}
+
+
+class HttpApi:
+    def __init__(
+        self,
+        engine: Engine,
+        machine: KVStateMachine,
+        limits: Limits,
+        default_timeout: float = 5.0,
+        max_timeout: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.machine = machine
+        self.limits = limits
+        self.default_timeout = default_timeout
+        self.max_timeout = max_timeout
+
+    def make_app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self.limits.max_request_bytes,
+            middlewares=[_errors_as_json],
+        )
+        app.router.add_routes(
+            [
+                web.get("/v1/kv", self.list_keys),
+                web.delete("/v1/kv", self.delete_prefix),
+                web.route("*", "/v1/kv/", self.empty_key),
+                web.get("/v1/kv/{key:.+}", self.get_key),
+                web.put("/v1/kv/{key:.+}", self.put_key),
+                web.delete("/v1/kv/{key:.+}", self.delete_key),
+                web.post("/v1/txn", self.txn),
+                web.get("/v1/status", self.status),
+                web.post("/v1/leadership/transfer", self.transfer_leadership),
+                web.get("/healthz", self.healthz),
+                web.get("/readyz", self.readyz),
+            ]
+        )
+        return app
+
+    # -- reads -------------------------------------------------------------
+
+    async def get_key(self, request: web.Request) -> web.Response:
+        query = _query(request, {"consistency", "timeout"})
+        key = _key(request, self.limits)
+        await self._read_fence(query)
+        with self.engine.state_lock:
+            kv = self.machine.get(key)
+            revision = self.machine.revision
+        if kv is None:
+            raise ApiError(404, "key_not_found", f"key {key!r} does not exist")
+        mod = kv["mod_revision"]
+        return web.Response(
+            body=kv["value"],
+            content_type="application/octet-stream",
+            headers={
+                "ETag": f'"{mod}"',
+                "X-Raftkv-Create-Revision": str(kv["create_revision"]),
+                "X-Raftkv-Mod-Revision": str(mod),
+                "X-Raftkv-Version": str(kv["version"]),
+                "X-Raftkv-Revision": str(revision),
+            },
+        )
+
+    async def list_keys(self, request: web.Request) -> web.Response:
+        query = _query(
+            request, {"prefix", "limit", "start_after", "keys_only", "consistency", "timeout"}
+        )
+        prefix = query.get("prefix", "")
+        limit = _positive_int(query, "limit")
+        keys_only = _bool(query, "keys_only")
+        await self._read_fence(query)
+        with self.engine.state_lock:
+            kvs, more = self.machine.range(prefix, limit, query.get("start_after"))
+            revision = self.machine.revision
+        return json_response(
+            {
+                "revision": revision,
+                "kvs": [kv_to_json(kv, with_value=not keys_only) for kv in kvs],
+                "more": more,
+            }
+        )
+
+    async def _read_fence(self, query: dict[str, str]) -> None:
+        consistency = query.get("consistency", "linearizable")
+        if consistency == "serializable":
+            return
+        if consistency != "linearizable":
+            raise ApiError(
+                400,
+                "invalid_argument",
+                f"consistency must be 'linearizable' or 'serializable', got {consistency!r}",
+            )
+        timeout = self._timeout(query)
+        try:
+            await self.engine.read_fence(timeout)
+        except (NoLeaderError, EngineStoppedError) as exc:
+            raise no_leader(f"cannot serve a linearizable read: {exc}") from None
+        except ReadTimeoutError as exc:
+            raise ApiError(
+                503,
+                "no_quorum",
+                f"{exc}; nothing was changed, retry or use ?consistency=serializable",
+                headers={"Retry-After": "1"},
+            ) from None
+
+    # -- writes ------------------------------------------------------------
+
+    async def put_key(self, request: web.Request) -> web.Response:
+        query = _query(request, {"timeout"})
+        key = _key(request, self.limits)
+        value = await request.read()
+        _check(validate_value, value, self.limits)
+        idem = _idempotency_key(request)
+        condition = _precondition(request)
+        put_op = {"op": "put", "key": key, "value": value}
+        if condition is None:
+            command = commands.put(key, value, idem)
+        else:
+            command = commands.txn([_compare_for(key, condition)], [put_op], [_get_op(key)], idem)
+        result = await self._propose(command, query)
+        if condition is not None:
+            _raise_if_precondition_failed(key, result)
+            kv = result["results"][0]["kv"]
+        else:
+            kv = result["kv"]
+        return json_response(
+            {"revision": result["revision"], "kv": kv_to_json(kv, with_value=False)},
+            headers=_replay_headers(result, {"ETag": f'"{kv["mod_revision"]}"'}),
+        )
+
+    async def delete_key(self, request: web.Request) -> web.Response:
+        query = _query(request, {"timeout"})
+        key = _key(request, self.limits)
+        idem = _idempotency_key(request)
+        condition = _precondition(request)
+        if condition is None:
+            command = commands.delete(key, idem)
+        else:
+            delete_op = {"op": "delete", "key": key}
+            command = commands.txn(
+                [_compare_for(key, condition)], [delete_op], [_get_op(key)], idem
+            )
+        result = await self._propose(command, query)
+        if condition is not None:
+            _raise_if_precondition_failed(key, result)
+            deleted = result["results"][0]["deleted"]
+        else:
+            deleted = result["deleted"]
+        if deleted == 0:
+            raise ApiError(404, "key_not_found", f"key {key!r} does not exist")
+        return json_response(
+            {"revision": result["revision"], "deleted": deleted},
+            headers=_replay_headers(result),
+        )
+
+    async def delete_prefix(self, request: web.Request) -> web.Response:
+        query = _query(request, {"prefix", "timeout"})
+        if "prefix" not in query:
+            raise ApiError(
+                400,
+                "invalid_argument",
+                "DELETE /v1/kv needs ?prefix=P (use ?prefix= to delete every key)",
+            )
+        prefix = query["prefix"]
+        if prefix:
+            _check(validate_key, prefix, self.limits)
+        result = await self._propose(
+            commands.delete_prefix(prefix, _idempotency_key(request)), query
+        )
+        return json_response(
+            {"revision": result["revision"], "deleted": result["deleted"]},
+            headers=_replay_headers(result),
+        )
+
+    async def txn(self, request: web.Request) -> web.Response:
+        query = _query(request, {"timeout"})
+        body = await request.read()
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+        command = _check(parse_txn, payload, self.limits)
+        idem = _idempotency_key(request)
+        if idem is not None:
+            command["idem"] = idem
+        result = await self._propose(command, query)
+        return json_response(result_to_json(result), headers=_replay_headers(result))
+
+    async def _propose(self, command: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
+        timeout = self._timeout(query)
+        try:
+            result = await self.engine.propose(commands.encode(command), timeout)
+        except (NoLeaderError, EngineStoppedError) as exc:
+            raise no_leader(f"no leader or no quorum, the write was not applied: {exc}") from None
+        except OutcomeUnknownError as exc:
+            raise ApiError(
+                504,
+                "outcome_unknown",
+                f"{exc}. The write may or may not have been applied; retry with the same "
+                "Idempotency-Key to apply it at most once, or read the key to find out",
+            ) from None
+        if not result["ok"]:
+            error = result["error"]
+            raise ApiError(_RESULT_ERROR_STATUS.get(error["code"], 409), error["code"], error["message"])
+        return result
+
+    def _timeout(self, query: dict[str, str]) -> float:
+        text = query.get("timeout")
+        if text is None:
+            return self.default_timeout
+        try:
+            timeout = float(text)
+        except ValueError:
+            timeout = math.nan
+        if not 0 < timeout <= self.max_timeout:
+            raise ApiError(
+                400,
+                "invalid_argument",
+                f"timeout must be a number of seconds in (0, {self.max_timeout:g}], got {text!r}",
+            )
+        return timeout
+
+    # -- cluster -------------------------------------------------------------
+
+    async def status(self, request: web.Request) -> web.Response:
+        _query(request, set())
+        body = self.engine.status().to_json()
+        with self.engine.state_lock:
+            body["revision"] = self.machine.revision
+        return json_response(body)
+
+    async def transfer_leadership(self, request: web.Request) -> web.Response:
+        query = _query(request, {"timeout"})
+        body = await request.read()
+        target: str | None = None
+        if body.strip():
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+            if not isinstance(payload, dict):
+                raise ApiError(400, "wrong_type", "request body must be a JSON object")
+            unknown = set(payload) - {"to"}
+            if unknown:
+                raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
+            target = payload.get("to")
+            if target is not None and not isinstance(target, str):
+                raise ApiError(400, "wrong_type", "'to' must be a string node id")
+        members = {m.id for m in self.engine.status().members}
+        if target is not None and target not in members:
+            raise ApiError(400, "invalid_argument", f"unknown node id {target!r}; members: {sorted(members)}")
+        try:
+            await self.engine.transfer_leadership(target, self._timeout(query))
+        except NotLeaderError as exc:
+            raise ApiError(409, "not_leader", str(exc), leader_id=exc.leader_id) from None
+        except (NoLeaderError, EngineStoppedError) as exc:
+            raise no_leader(str(exc)) from None
+        except OutcomeUnknownError as exc:
+            raise ApiError(504, "transfer_timeout", str(exc)) from None
+        return json_response({"leader_id": self.engine.status().leader_id})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        status = self.engine.status()
+        if status.leader_id is None:
+            raise ApiError(503, "not_ready", "no leader is known", headers={"Retry-After": "1"})
+        if status.applied_index < status.commit_index:
+            raise ApiError(
+                503,
+                "not_ready",
+                f"catching up: applied {status.applied_index} of {status.commit_index}",
+                headers={"Retry-After": "1"},
+            )
+        return json_response(
+            {"status": "ready", "role": status.role, "leader_id": status.leader_id}
+        )
+
+    async def empty_key(self, request: web.Request) -> web.Response:
+        raise ApiError(400, "empty_key", "the key is empty: use /v1/kv/<key>")
+
+
+# -- request parsing helpers ----------------------------------------------
+
+
+def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
+    query = request.query
+    unknown = set(query) - allowed
+    if unknown:
+        hint = f"; allowed: {', '.join(sorted(allowed))}" if allowed else ""
+        raise ApiError(
+            400, "unknown_field", f"unknown query parameter(s): {', '.join(sorted(unknown))}{hint}"
+        )
+    for name in query:
+        if len(query.getall(name)) > 1:
+            raise ApiError(400, "invalid_argument", f"query parameter {name!r} given more than once")
+    return dict(query)
+
+
+def _key(request: web.Request, limits: Limits) -> str:
+    key = request.match_info["key"]
+    _check(validate_key, key, limits)
+    return key
+
+
+def _check(validator: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return validator(*args)
+    except RequestError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+
+
+def _positive_int(query: dict[str, str], name: str) -> int | None:
+    text = query.get(name)
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ApiError(400, "invalid_argument", f"{name} must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _bool(query: dict[str, str], name: str) -> bool:
+    text = query.get(name, "false").lower()
+    if text not in ("true", "false", "1", "0"):
+        raise ApiError(400, "invalid_argument", f"{name} must be true or false, got {text!r}")
+    return text in ("true", "1")
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    idem = request.headers.get("Idempotency-Key")
+    if idem is None:
+        return None
+    if not idem or len(idem.encode()) > MAX_IDEMPOTENCY_KEY_BYTES:
+        raise ApiError(
+            400,
+            "invalid_argument",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes",
+        )
+    return idem
+
+
+# A precondition is ("mod_revision", n), ("exists",) or ("absent",).
+Precondition = tuple[Any, ...]
+
+
+def _precondition(request: web.Request) -> Precondition | None:
+    if_match = request.headers.get("If-Match")
+    if_none_match = request.headers.get("If-None-Match")
+    if if_match is not None and if_none_match is not None:
+        raise ApiError(400, "invalid_argument", "use either If-Match or If-None-Match, not both")
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise ApiError(
+                400, "invalid_argument", "If-None-Match supports only '*' (create if absent)"
+            )
+        return ("absent",)
+    if if_match is None:
+        return None
+    tag = if_match.strip()
+    if tag == "*":
+        return ("exists",)
+    if tag.startswith("W/"):
+        raise ApiError(400, "invalid_argument", "weak ETags are not supported in If-Match")
+    digits = tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else tag
+    if not digits.isdigit():
+        raise ApiError(
+            400,
+            "invalid_argument",
+            f'If-Match must be a mod_revision like "12" (the ETag of a GET), got {if_match!r}',
+        )
+    return ("mod_revision", int(digits))
+
+
+def _compare_for(key: str, condition: Precondition) -> dict[str, Any]:
+    if condition[0] == "mod_revision":
+        return commands.compare(key, "mod_revision", "==", condition[1])
+    if condition[0] == "absent":
+        return commands.compare(key, "version", "==", 0)
+    return commands.compare(key, "version", ">", 0)
+
+
+def _get_op(key: str) -> dict[str, Any]:
+    return {"op": "get", "key": key}
+
+
+def _raise_if_precondition_failed(key: str, result: dict[str, Any]) -> None:
+    if result["succeeded"]:
+        return
+    current = result["results"][0]["kv"]
+    mod_revision = current["mod_revision"] if current is not None else 0
+    state = f"its mod_revision is {mod_revision}" if current is not None else "it does not exist"
+    raise ApiError(
+        412,
+        "precondition_failed",
+        f"precondition failed for key {key!r}: {state}",
+        mod_revision=mod_revision,
+    )
+
+
+def _replay_headers(
+    result: dict[str, Any], headers: dict[str, str] | None = None
+) -> dict[str, str] | None:
+    if result.get("replayed"):
+        headers = dict(headers or {})
+        headers["Idempotency-Replayed"] = "true"
+    return headers
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPRequestEntityTooLarge as exc:
+        return ApiError(
+            413, "request_too_large", f"request body is too large: {exc.text}"
+        ).response()
+    except web.HTTPNotFound:
+        return ApiError(404, "not_found", f"no such endpoint: {request.path}").response()
+    except web.HTTPMethodNotAllowed as exc:
+        return ApiError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.path}; allowed: "
+            + ", ".join(sorted(exc.allowed_methods)),
+            headers={"Allow": ",".join(sorted(exc.allowed_methods))},
+        ).response()
