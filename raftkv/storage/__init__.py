@@ -9,6 +9,7 @@ from raftkv.storage.errors import (
     WALLockedError,
 )
 from raftkv.storage.records import HardState, LogRecord
+from raftkv.storage.snapshots import SnapshotStore
 from raftkv.storage.wal import WAL, RecoveredLog
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "LogRecord",
     "RecoveredLog",
     "SnapshotCorruptError",
+    "SnapshotStore",
     "StorageError",
     "WALClosedError",
     "WALCorruptError",
