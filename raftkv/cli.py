@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from raftkv import cli_client
 from raftkv.config import DEFAULT_ENGINE, ENGINES, NodeConfig, parse_peers
 from raftkv.kv.limits import Limits
 
@@ -145,11 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(subparsers)
     _add_dev(subparsers)
-    try:  # TEMP until cli_client lands
-        from raftkv import cli_client
-        cli_client.register(subparsers)
-    except ImportError:
-        pass
+    cli_client.register(subparsers)
     return parser
 
 

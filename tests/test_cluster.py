@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Callable
@@ -184,3 +185,44 @@ def test_idempotent_retry_after_leader_kill_applies_once(make_cluster: MakeClust
     assert retried.headers.get("idempotency-replayed") == "true"
     assert retried.json() == first.json()
     assert call("GET", f"{others[0]}/v1/kv/counter").body == b"1"
+
+
+def test_retry_of_a_write_interrupted_by_leader_kill_applies_once(make_cluster: MakeCluster) -> None:
+    """The first attempt dies with the leader (outcome unknown); retries elsewhere
+    with the same idempotency key leave the counter at exactly 1."""
+    c = make_cluster()
+    leader = c.leader()
+    assert leader is not None
+    idem = {"Idempotency-Key": str(uuid.uuid4())}
+    body = {"success": [{"op": "add", "key": "once", "delta": 1}]}
+    first: list[object] = []
+
+    def attempt() -> None:
+        try:
+            first.append(call_json("POST", f"{c.node(leader).url}/v1/txn?timeout=2", body, idem))
+        except OSError as exc:  # the connection died with the leader
+            first.append(exc)
+
+    t = threading.Thread(target=attempt)
+    t.start()
+    time.sleep(0.002)
+    c.kill(leader)
+    t.join(10)
+    others = [n.url for n in c.nodes if n.node_id != leader]
+    deadline = time.monotonic() + 15
+    done = False
+    while not done and time.monotonic() < deadline:
+        for url in others:
+            try:
+                r = call_json("POST", f"{url}/v1/txn?timeout=1", body, idem)
+            except OSError:
+                continue
+            if r.status == 200:
+                done = True
+                break
+        time.sleep(0.05)
+    assert done
+    c.start_node(leader)
+    c.wait_ready(30)
+    for node in c.nodes:
+        assert call("GET", f"{node.url}/v1/kv/once").body == b"1"
