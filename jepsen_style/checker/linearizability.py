@@ -122,12 +122,20 @@ def check_partition(ops: list[Operation], model: Model, timeout: float | None = 
                        partitions_checked=int(outcome.verdict != "unknown"))
 
 
-def _search(ops: list[Operation], model: Model, deadline: _Deadline) -> _PartitionOutcome:
+def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _PartitionOutcome:
+    """Search one part; indices in the outcome refer to `all_ops`."""
+    for op in all_ops:
+        if op.ret < op.call:
+            raise ValueError(f"operation returns before it is called: {op}")
+    step_model = model.part_model or model
+    read_only = step_model.read_only
+    # A read-only operation with unknown outcome constrains nothing: drop it.
+    kept = [index for index, op in enumerate(all_ops)
+            if op.outcome_known or not read_only(op.input, UNKNOWN)]
+    ops = [all_ops[index] for index in kept]
     n = len(ops)
     events: list[tuple[float, int, int]] = []
     for i, op in enumerate(ops):
-        if op.ret < op.call:
-            raise ValueError(f"operation returns before it is called: {op}")
         events.append((op.call, 0, i))
         if op.outcome_known:
             events.append((op.ret, 1, i))
@@ -136,15 +144,29 @@ def _search(ops: list[Operation], model: Model, deadline: _Deadline) -> _Partiti
 
     inputs = [op.input for op in ops]
     outputs = [op.output if op.outcome_known else UNKNOWN for op in ops]
-    bits = [1 << i for i in range(n)]
     # Candidates are tried in phases by rank. Rank 0: read-only operations (see
     # Model.read_only); if one is accepted it is linearized at once, because
     # any completion that places it later still works with it moved here, so
     # no alternative to it needs exploring, and if its successor configuration
-    # already failed, so does this one. Rank 1: operations with a known
+    # already failed, so does this one. Rank 1: other operations with a known
     # outcome. Rank 2: unknown outcomes, tried last since they may never happen.
-    rank = [0 if model.read_only(op.input, out) else (1 if op.outcome_known else 2)
+    rank = [0 if read_only(op.input, out) else (1 if op.outcome_known else 2)
             for op, out in zip(ops, outputs)]
+    # Known and unknown operations get bits in separate sets, so that a
+    # configuration can be recognised as dominated by one with the same known
+    # set and state but fewer unknown operations applied (those may be applied
+    # later or never, so the smaller set can do everything the larger can).
+    bits = [0] * n
+    known_count = unknown_count = 0
+    for i in range(n):
+        if rank[i] == 2:
+            bits[i] = 1 << unknown_count
+            unknown_count += 1
+        else:
+            bits[i] = 1 << known_count
+            known_count += 1
+    if known_count == 0:
+        return _PartitionOutcome("linearizable", [], None)
 
     # Events are numbered 1..m in time order. Each rank's call events and all
     # return events form separate doubly linked lists (dancing links) sharing
@@ -173,16 +195,30 @@ def _search(ops: list[Operation], model: Model, deadline: _Deadline) -> _Partiti
             return_entry[call_entry_of_op[i]] = position
     for end in last:
         nxt[end] = tail
+    # Two pending unknown-outcome operations with equal inputs are
+    # interchangeable, so only the earlier-called one is ever tried first.
+    earlier_twin_bit = [0] * size
+    latest_with_input: dict[Any, int] = {}
+    for position in range(1, m + 1):
+        i = entry_op[position]
+        if rank[i] == 2:
+            try:
+                twin = latest_with_input.get(inputs[i])
+                latest_with_input[inputs[i]] = i
+            except TypeError:  # unhashable input: no twins
+                twin = None
+            if twin is not None:
+                earlier_twin_bit[position] = bits[twin]
 
-    step = model.step
-    if nxt[returns_head] == tail:
-        return _PartitionOutcome("linearizable", [], None)
-
-    state: Any = model.init()
-    linearized = 0
+    step = step_model.step
+    state: Any = step_model.init()
+    known_done = 0
+    unknown_done = 0
     # Frames: (call entry, state before it, phase it was found in).
     stack: list[tuple[int, Any, int]] = []
-    seen: set[tuple[int, Any]] = set()
+    # (known set, state) -> unknown sets seen with it; every configuration
+    # seen has failed or is being explored.
+    seen: dict[tuple[int, Any], list[int]] = {}
     best: list[int] = []
     stuck: int | None = None
     steps_until_clock = _CLOCK_CHECK_INTERVAL
@@ -196,19 +232,44 @@ def _search(ops: list[Operation], model: Model, deadline: _Deadline) -> _Partiti
             if steps_until_clock == 0:
                 steps_until_clock = _CLOCK_CHECK_INTERVAL
                 if deadline.passed():
-                    return _PartitionOutcome("unknown", [entry_op[e] for e in best], None)
+                    return _PartitionOutcome("unknown", [kept[entry_op[e]] for e in best], None)
             i = entry_op[entry]
+            if phase == 2:
+                twin = earlier_twin_bit[entry]
+                if twin and not unknown_done & twin:
+                    entry = nxt[entry]
+                    continue
             accepted, new_state = step(state, inputs[i], outputs[i])
             if not accepted:
                 entry = nxt[entry]
                 continue
-            new_linearized = linearized | bits[i]
-            key = (new_linearized, new_state)
-            if key not in seen:
-                seen.add(key)
+            if phase == 2:
+                if new_state == state:
+                    # Applying it changes nothing; not applying it keeps more options.
+                    entry = nxt[entry]
+                    continue
+                new_known = known_done
+                new_unknown = unknown_done | bits[i]
+            else:
+                new_known = known_done | bits[i]
+                new_unknown = unknown_done
+            key = (new_known, new_state)
+            earlier = seen.get(key)
+            dominated = False
+            if earlier is None:
+                seen[key] = [new_unknown]
+            else:
+                for applied in earlier:
+                    if applied & new_unknown == applied:
+                        dominated = True
+                        break
+                else:
+                    earlier.append(new_unknown)
+            if not dominated:
                 stack.append((entry, state, phase))
                 state = new_state
-                linearized = new_linearized
+                known_done = new_known
+                unknown_done = new_unknown
                 before, after = prv[entry], nxt[entry]
                 nxt[before] = after
                 prv[after] = before
@@ -219,7 +280,9 @@ def _search(ops: list[Operation], model: Model, deadline: _Deadline) -> _Partiti
                     prv[after] = before
                     limit = nxt[returns_head]
                     if limit == tail:
-                        return _PartitionOutcome("linearizable", [entry_op[e] for e, _, _ in stack], None)
+                        return _PartitionOutcome(
+                            "linearizable", [kept[entry_op[e]] for e, _, _ in stack], None
+                        )
                 if len(stack) > len(best):
                     best = [e for e, _, _ in stack]
                     stuck = None
@@ -239,10 +302,16 @@ def _search(ops: list[Operation], model: Model, deadline: _Deadline) -> _Partiti
         # Pop frames until one whose configuration has candidates left to try.
         while True:
             if not stack:
-                return _PartitionOutcome("not-linearizable", [entry_op[e] for e in best],
-                                         None if stuck is None else entry_op[stuck])
+                return _PartitionOutcome(
+                    "not-linearizable",
+                    [kept[entry_op[e]] for e in best],
+                    None if stuck is None else kept[entry_op[stuck]],
+                )
             entry, state, phase = stack.pop()
-            linearized ^= bits[entry_op[entry]]
+            if phase == 2:
+                unknown_done ^= bits[entry_op[entry]]
+            else:
+                known_done ^= bits[entry_op[entry]]
             ret = return_entry[entry]
             if ret:
                 nxt[prv[ret]] = ret

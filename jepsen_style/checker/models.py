@@ -51,6 +51,9 @@ class Model:
     # greedily, which prunes its search; answering False is always safe.
     read_only: Callable[[Any, Any], bool] = field(default=_never_read_only)
     name: str = "model"
+    # A cheaper model valid within one part produced by `partition` (e.g. a
+    # single key's value instead of a map); the checker steps parts with it.
+    part_model: "Model | None" = None
 
 
 class ModelInputError(ValueError):
@@ -61,6 +64,10 @@ class ModelInputError(ValueError):
 
 def _register_step(state: Any, input: Any, output: Any) -> tuple[bool, Any]:
     f, arg = input
+    return _register_transition(state, f, arg, output)
+
+
+def _register_transition(state: Any, f: str, arg: Any, output: Any) -> tuple[bool, Any]:
     if f == "read":
         return (output is UNKNOWN or output == state), state
     if f == "write":
@@ -161,6 +168,11 @@ def _keyed_register_read_only(input: Any, output: Any) -> bool:
     return _register_read_only(input[1:], output)
 
 
+def _one_key_register_step(state: Any, input: Any, output: Any) -> tuple[bool, Any]:
+    _, f, arg = input
+    return _register_transition(state, f, arg, output)
+
+
 def _describe_keyed_register(input: Any, output: Any) -> str:
     key, f, arg = input
     return f"{key}: {_describe_register((f, arg), output)}"
@@ -183,6 +195,13 @@ def keyed_register_model() -> Model:
         describe_operation=_describe_keyed_register,
         read_only=_keyed_register_read_only,
         name="keyed-register",
+        part_model=Model(
+            init=_register_init,
+            step=_one_key_register_step,
+            describe_operation=_describe_keyed_register,
+            read_only=_keyed_register_read_only,
+            name="keyed-register (one key)",
+        ),
     )
 
 
@@ -202,6 +221,21 @@ def _kv_step(state: Any, input: Any, output: Any) -> tuple[bool, Any]:
 
 def _kv_read_only(input: Any, output: Any) -> bool:
     return input[1] == "get"
+
+
+def _one_key_kv_step(state: Any, input: Any, output: Any) -> tuple[bool, Any]:
+    _, f, arg = input
+    if f == "get":
+        return (output is UNKNOWN or output == state), state
+    if f == "append":
+        return True, state + arg
+    if f == "put":
+        return True, arg
+    raise ModelInputError(f"kv model: unknown function {f!r} (expected get, put or append)")
+
+
+def _empty_string() -> str:
+    return ""
 
 
 def _describe_kv(input: Any, output: Any) -> str:
@@ -224,4 +258,11 @@ def kv_model() -> Model:
         describe_operation=_describe_kv,
         read_only=_kv_read_only,
         name="kv",
+        part_model=Model(
+            init=_empty_string,
+            step=_one_key_kv_step,
+            describe_operation=_describe_kv,
+            read_only=_kv_read_only,
+            name="kv (one key)",
+        ),
     )
