@@ -10,10 +10,13 @@ from __future__ import annotations
 import random
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -41,6 +44,8 @@ from jepsen_style.toxiproxy.toxics import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------- fixtures
@@ -269,6 +274,47 @@ def test_reset_enables_all_and_removes_toxics(
         assert time.monotonic() - started < 0.5
 
 
+def test_unreachable_upstream_drops_client(client: Toxiproxy) -> None:
+    proxy = client.create(upstream=f"127.0.0.1:{_free_port()}", name="nowhere")
+    with connect(proxy.listen) as sock:
+        assert_cut(sock)
+
+
+def test_half_close_is_passed_on(client: Toxiproxy, echo_address: str) -> None:
+    proxy = client.create(upstream=echo_address, name="halfclose")
+    with connect(proxy.listen) as sock:
+        sock.sendall(b"last words")
+        sock.shutdown(socket.SHUT_WR)
+        # The echo server sees EOF only if the proxy forwarded the FIN.
+        assert recv_exactly(sock, 100) == b"last words"
+
+
+def test_changing_listen_moves_the_proxy(
+    toxiproxy_server: ToxiproxyProcess, client: Toxiproxy, echo_address: str
+) -> None:
+    proxy = client.create(upstream=echo_address, name="mover")
+    new_listen = f"127.0.0.1:{_free_port()}"
+    reply = requests.post(f"{toxiproxy_server.url}/proxies/mover", json={"listen": new_listen})
+    assert reply.status_code == 200 and reply.json()["listen"] == new_listen
+    with pytest.raises(ConnectionRefusedError):
+        connect(proxy.listen)
+    with connect(new_listen) as sock:
+        assert round_trip(sock, b"moved") == b"moved"
+
+
+def test_proxy_created_disabled_listens_only_once_enabled(
+    client: Toxiproxy, echo_address: str
+) -> None:
+    listen = f"127.0.0.1:{_free_port()}"
+    proxy = client.create(upstream=echo_address, name="dormant", listen=listen, enabled=False)
+    assert proxy.enabled is False
+    with pytest.raises(ConnectionRefusedError):
+        connect(listen)
+    proxy.enable()
+    with connect(listen) as sock:
+        assert round_trip(sock, b"awake") == b"awake"
+
+
 # ---------------------------------------------------------------- HTTP API
 
 
@@ -413,6 +459,41 @@ def test_launcher_starts_and_stops_cleanly(echo_address: str) -> None:
     with pytest.raises(ConnectionRefusedError):
         connect(listen)
     server.stop()  # idempotent
+
+
+def test_module_entry_point_creates_proxies_from_config(
+    tmp_path: Path, echo_address: str
+) -> None:
+    listen = f"127.0.0.1:{_free_port()}"
+    config = tmp_path / "proxies.json"
+    config.write_text(f'[{{"name": "boot", "listen": "{listen}", "upstream": "{echo_address}"}}]')
+    port = _free_port()
+    command = [sys.executable, "-m", "jepsen_style.toxiproxy", "--port", str(port),
+               "--config", str(config)]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 15
+        while not _answers(f"http://127.0.0.1:{port}"):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        with connect(listen) as sock:
+            assert round_trip(sock, b"booted") == b"booted"
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+    assert process.returncode == 0
+
+
+def test_module_entry_point_rejects_bad_config(tmp_path: Path) -> None:
+    config = tmp_path / "proxies.json"
+    config.write_text('[{"name": "no-upstream"}]')
+    result = subprocess.run(
+        [sys.executable, "-m", "jepsen_style.toxiproxy", "--port", str(_free_port()),
+         "--config", str(config)],
+        capture_output=True, timeout=30, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert b"missing required field: upstream" in result.stderr
 
 
 def test_launcher_reports_a_server_that_cannot_start() -> None:

@@ -50,6 +50,7 @@ class ToxiproxyProcess:
         self.port = port
         self.implementation = implementation
         self._log_file = log_file
+        self._final_log: str | None = None
 
     @property
     def url(self) -> str:
@@ -60,7 +61,9 @@ class ToxiproxyProcess:
         return self.process.pid
 
     def log_text(self) -> str:
-        """What the server wrote to stdout/stderr so far."""
+        """What the server wrote to stdout/stderr so far (kept after stop())."""
+        if self._final_log is not None:
+            return self._final_log
         self._log_file.seek(0)
         return self._log_file.read().decode(errors="replace")
 
@@ -73,7 +76,8 @@ class ToxiproxyProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if not self._log_file.closed:
+        if self._final_log is None:
+            self._final_log = self.log_text()
             self._log_file.close()
 
     def __enter__(self) -> ToxiproxyProcess:
