@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import socket
 import struct
@@ -32,6 +33,8 @@ from .toxics import (
     split_by_sizes,
     toxic_applies,
 )
+
+log = logging.getLogger(__name__)
 
 READ_SIZE = 32 * 1024
 QUEUE_CHUNKS = 16
@@ -279,7 +282,10 @@ class Connection:
     async def _guard(self, work: Coroutine[object, object, None]) -> None:
         try:
             await work
-        except (OSError, ConnectionError, asyncio.IncompleteReadError):
+        except (OSError, asyncio.IncompleteReadError):
+            self.close()  # a peer went away: the normal end of many connections
+        except Exception:
+            log.exception("proxied connection failed; closing it")
             self.close()
 
     def add_toxic(self, spec: ToxicSpec) -> None:
