@@ -1,0 +1,340 @@
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jepsen_style.checker.formats import load_history
+from jepsen_style.checker.linearizability import Operation, check, check_partition
+from jepsen_style.checker.models import Model, keyed_register_model, kv_model, register_model
+from jepsen_style.checker.operation import UNKNOWN, unknown_outcome
+from tests.checker_support import shared_history_cases
+
+INF = math.inf
+
+
+def op(client: int, input: object, call: float, output: object, ret: float) -> Operation:
+    return Operation(client, input, call, output, ret)
+
+
+# --- hand-made register histories -------------------------------------------
+
+def test_sequential_history_is_linearizable() -> None:
+    ops = [
+        op(0, ("write", 1), 0, "ok", 1),
+        op(1, ("read", None), 2, 1, 3),
+        op(0, ("cas", (1, 2)), 4, True, 5),
+        op(1, ("read", None), 6, 2, 7),
+    ]
+    result = check(ops, register_model())
+    assert result.verdict == "linearizable"
+    assert result.failure is None
+
+
+def test_concurrent_write_lets_read_see_either_value() -> None:
+    ops = [
+        op(0, ("write", 1), 0, "ok", 1),
+        op(1, ("write", 2), 2, "ok", 6),
+        op(2, ("read", None), 3, 1, 4),
+        op(3, ("read", None), 5, 2, 7),
+    ]
+    assert check(ops, register_model()).verdict == "linearizable"
+
+
+def test_stale_read_after_completed_write_is_caught() -> None:
+    ops = [
+        op(0, ("write", 1), 0, "ok", 1),
+        op(0, ("write", 2), 2, "ok", 3),
+        op(1, ("read", None), 4, 1, 5),
+    ]
+    result = check(ops, register_model())
+    assert result.verdict == "not-linearizable"
+    failure = result.failure
+    assert failure is not None
+    assert failure.stuck == ops[2]
+    assert failure.linearized == ops[:2]
+    assert ops[2] in failure.excerpt
+
+
+def test_reads_going_back_in_time_are_caught() -> None:
+    ops = [
+        op(0, ("write", 1), 0, "ok", 10),
+        op(1, ("read", None), 1, 1, 2),
+        op(2, ("read", None), 3, None, 4),
+    ]
+    assert check(ops, register_model()).verdict == "not-linearizable"
+
+
+def test_read_of_a_value_never_written_is_caught() -> None:
+    ops = [
+        op(0, ("write", 1), 0, "ok", 5),
+        op(1, ("read", None), 1, 7, 2),
+    ]
+    result = check(ops, register_model())
+    assert result.verdict == "not-linearizable"
+    assert result.failure is not None and result.failure.stuck == ops[1]
+
+
+def test_failed_cas_constrains_the_register() -> None:
+    # The cas answered "not swapped" although the value was 1 all along.
+    ops = [
+        op(0, ("write", 1), 0, "ok", 1),
+        op(1, ("cas", (1, 2)), 2, False, 3),
+    ]
+    assert check(ops, register_model()).verdict == "not-linearizable"
+
+
+def test_unknown_write_may_explain_a_later_read() -> None:
+    ops = [
+        op(0, ("write", 1), 0, "ok", 1),
+        unknown_outcome(1, ("write", 2), 2),
+        op(2, ("read", None), 10, 2, 11),
+    ]
+    assert check(ops, register_model()).verdict == "linearizable"
+
+
+def test_unknown_write_may_never_happen() -> None:
+    ops = [
+        op(0, ("write", 1), 0, "ok", 1),
+        unknown_outcome(1, ("write", 2), 2),
+        op(2, ("read", None), 10, 1, 11),
+        op(2, ("read", None), 20, 1, 21),
+    ]
+    assert check(ops, register_model()).verdict == "linearizable"
+
+
+def test_unknown_write_cannot_take_effect_before_its_call() -> None:
+    ops = [
+        op(0, ("read", None), 0, 2, 1),
+        unknown_outcome(1, ("write", 2), 5),
+    ]
+    assert check(ops, register_model()).verdict == "not-linearizable"
+
+
+def test_unknown_write_takes_effect_at_most_once() -> None:
+    # After the unknown write of 2 is overwritten by 3, 2 cannot reappear.
+    ops = [
+        unknown_outcome(1, ("write", 2), 0),
+        op(0, ("read", None), 1, 2, 2),
+        op(0, ("write", 3), 3, "ok", 4),
+        op(0, ("read", None), 5, 2, 6),
+    ]
+    assert check(ops, register_model()).verdict == "not-linearizable"
+
+
+def test_unknown_cas_may_have_swapped() -> None:
+    ops = [
+        op(0, ("write", 1), 0, "ok", 1),
+        unknown_outcome(1, ("cas", (1, 5)), 2),
+        op(2, ("read", None), 3, 5, 4),
+    ]
+    assert check(ops, register_model()).verdict == "linearizable"
+
+
+def test_empty_history_is_linearizable() -> None:
+    assert check([], register_model()).verdict == "linearizable"
+
+
+def test_keyed_registers_are_checked_per_key() -> None:
+    model = keyed_register_model()
+    ok = [
+        op(0, ("a", "write", "x"), 0, "ok", 1),
+        op(1, ("b", "read", None), 2, None, 3),
+        op(1, ("a", "read", None), 4, "x", 5),
+    ]
+    assert check(ok, model).verdict == "linearizable"
+    assert check(ok, model).partitions == 2
+    bad = ok + [op(2, ("b", "read", None), 6, "x", 7)]
+    result = check(bad, model)
+    assert result.verdict == "not-linearizable"
+    assert result.failure is not None
+    assert {o.input[0] for o in result.failure.partition} == {"b"}
+
+
+def test_keyed_register_model_is_correct_without_partitioning() -> None:
+    model = keyed_register_model()
+    ops = [
+        op(0, ("a", "write", 1), 0, "ok", 1),
+        op(0, ("b", "write", 2), 2, "ok", 3),
+        op(1, ("a", "read", None), 4, 1, 5),
+        op(1, ("b", "read", None), 6, 2, 7),
+    ]
+    whole = Model(init=model.init, step=model.step, read_only=model.read_only)
+    assert check(ops, whole).verdict == "linearizable"
+    swapped = ops[:2] + [op(1, ("a", "read", None), 4, 2, 5)]
+    assert check(swapped, whole).verdict == "not-linearizable"
+
+
+def test_kv_append_order_must_match_reads() -> None:
+    model = kv_model()
+    ops = [
+        op(0, ("k", "append", "x"), 0, "ok", 10),
+        op(1, ("k", "append", "y"), 0, "ok", 10),
+        op(2, ("k", "get", None), 11, "yx", 12),
+    ]
+    assert check(ops, model).verdict == "linearizable"
+    bad = ops + [op(2, ("k", "get", None), 13, "xy", 14)]
+    assert check(bad, model).verdict == "not-linearizable"
+
+
+def test_timeout_gives_unknown_never_a_wrong_answer() -> None:
+    # Many concurrent appends and a final read nobody can produce: an
+    # exponential search that a zero time limit cuts short.
+    ops = [op(c, ("k", "append", str(c)), 0, "ok", 100) for c in range(16)]
+    ops.append(op(99, ("k", "get", None), 101, "impossible", 102))
+    result = check(ops, kv_model(), timeout=0.0)
+    assert result.verdict == "unknown"
+    assert "time limit" in result.detail
+
+
+def test_negative_timeout_is_rejected() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        check([], register_model(), timeout=-1)
+
+
+def test_operation_returning_before_its_call_is_rejected() -> None:
+    with pytest.raises(ValueError, match="returns before"):
+        check([op(0, ("read", None), 5, None, 4)], register_model())
+
+
+def test_unknown_function_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown function 'delete'"):
+        check([op(0, ("delete", None), 0, "ok", 1)], register_model())
+
+
+def test_check_partition_ignores_the_models_partition() -> None:
+    ops = [op(0, ("write", 1), 0, "ok", 1), op(1, ("read", None), 2, 1, 3)]
+    assert check_partition(ops, register_model()).verdict == "linearizable"
+
+
+# --- every reference history gets its known verdict ---------------------------
+
+@pytest.mark.parametrize(("path", "format_name", "expected"), shared_history_cases())
+def test_shared_history_verdict(path: Path, format_name: str, expected: str) -> None:
+    ops, model = load_history(path, format_name)
+    result = check(ops, model, timeout=60)
+    assert result.verdict == expected
+
+
+# --- properties -----------------------------------------------------------------
+
+@st.composite
+def sequential_register_runs(draw: st.DrawFn) -> list[Operation]:
+    """A random sequential run, each op stretched around its linearization point.
+
+    Operation k takes effect at time 10*k; its call and return are drawn
+    around that point so that intervals overlap at random. Some writes and
+    cas get an unknown outcome (whether or not they took effect).
+    """
+    count = draw(st.integers(min_value=1, max_value=24))
+    keys = draw(st.sampled_from([("a",), ("a", "b")]))
+    values: dict[str, object] = {}
+    ops: list[Operation] = []
+    for k in range(count):
+        key = draw(st.sampled_from(keys))
+        current = values.get(key)
+        point = 10.0 * k
+        call = point - draw(st.floats(min_value=0, max_value=35))
+        ret = point + draw(st.floats(min_value=0, max_value=35))
+        kind = draw(st.sampled_from(["read", "write", "cas"]))
+        client = k
+        if kind == "read":
+            ops.append(Operation(client, (key, "read", None), call, current, ret))
+            continue
+        if kind == "write":
+            value = draw(st.integers(0, 3))
+            input = (key, "write", value)
+            new, output = value, "ok"
+        else:
+            expected = draw(st.sampled_from([None, 0, 1, 2, 3]))
+            value = draw(st.integers(0, 3))
+            input = (key, "cas", (expected, value))
+            swapped = current == expected
+            new, output = (value if swapped else current), swapped
+        if draw(st.integers(0, 5)) == 0:
+            # Unknown outcome: it took effect here, or (if chosen) never.
+            if draw(st.booleans()):
+                values[key] = new
+            ops.append(unknown_outcome(client, input, call))
+        else:
+            values[key] = new
+            ops.append(Operation(client, input, call, output, ret))
+    return ops
+
+
+@settings(max_examples=150, deadline=None)
+@given(sequential_register_runs())
+def test_histories_from_a_sequential_run_are_linearizable(ops: list[Operation]) -> None:
+    assert check(ops, keyed_register_model()).verdict == "linearizable"
+
+
+@settings(max_examples=150, deadline=None)
+@given(sequential_register_runs(), st.data())
+def test_a_read_of_an_impossible_value_is_caught(ops: list[Operation], data: st.DataObject) -> None:
+    reads = [i for i, o in enumerate(ops) if o.input[1] == "read"]
+    if not reads:
+        ops = ops + [Operation(999, ("a", "read", None), 1e6, None, 1e6 + 1)]
+        reads = [len(ops) - 1]
+    index = data.draw(st.sampled_from(reads))
+    ops = list(ops)
+    original = ops[index]
+    ops[index] = Operation(original.client_id, original.input, original.call, "never-written", original.ret)
+    result = check(ops, keyed_register_model())
+    assert result.verdict == "not-linearizable"
+    assert result.failure is not None and ops[index] in result.failure.partition
+
+
+def _brute_force_linearizable(ops: list[Operation], model: Model) -> bool:
+    """Try every subset of unknown ops and every order respecting real time."""
+    known = [o for o in ops if o.outcome_known]
+    unknown = [o for o in ops if not o.outcome_known]
+    for size in range(len(unknown) + 1):
+        for chosen in itertools.combinations(unknown, size):
+            for order in itertools.permutations(known + list(chosen)):
+                if any(later.ret < earlier.call for a, earlier in enumerate(order) for later in order[a + 1:]):
+                    continue
+                state, valid = model.init(), True
+                for o in order:
+                    valid, state = model.step(state, o.input, o.output)
+                    if not valid:
+                        break
+                if valid:
+                    return True
+    return False
+
+
+_small_register_op = st.builds(
+    lambda client, call, length, choice, unknown: (
+        unknown_outcome(client, choice[0], call) if unknown and choice[0][0] != "read"
+        else Operation(client, choice[0], call, choice[1], call + length)
+    ),
+    st.integers(0, 9),
+    st.integers(0, 8),
+    st.integers(0, 4),
+    st.one_of(
+        st.tuples(st.just(("read", None)), st.sampled_from([None, 1, 2])),
+        st.tuples(st.sampled_from([("write", 1), ("write", 2)]), st.just("ok")),
+        st.tuples(st.sampled_from([("cas", (None, 1)), ("cas", (1, 2)), ("cas", (2, 1))]), st.booleans()),
+    ),
+    st.integers(0, 3).map(lambda x: x == 0),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_small_register_op, min_size=1, max_size=6))
+def test_agrees_with_brute_force_on_small_histories(ops: list[Operation]) -> None:
+    model = register_model()
+    expected = "linearizable" if _brute_force_linearizable(ops, model) else "not-linearizable"
+    assert check(ops, model).verdict == expected
+
+
+def test_unknown_marker_survives_copy() -> None:
+    import copy
+    import pickle
+
+    assert copy.deepcopy(UNKNOWN) is UNKNOWN
+    assert pickle.loads(pickle.dumps(UNKNOWN)) is UNKNOWN
