@@ -2,17 +2,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jepsen_style.checker.formats import load_history
 from jepsen_style.checker.linearizability import Operation, check, check_partition
 from jepsen_style.checker.models import Model, keyed_register_model, kv_model, register_model
 from jepsen_style.checker.operation import UNKNOWN, unknown_outcome
-from tests.checker_support import shared_history_cases
 
 INF = math.inf
 
@@ -209,15 +206,6 @@ def test_unknown_function_is_a_clear_error() -> None:
 def test_check_partition_ignores_the_models_partition() -> None:
     ops = [op(0, ("write", 1), 0, "ok", 1), op(1, ("read", None), 2, 1, 3)]
     assert check_partition(ops, register_model()).verdict == "linearizable"
-
-
-# --- every reference history gets its known verdict ---------------------------
-
-@pytest.mark.parametrize(("path", "format_name", "expected"), shared_history_cases())
-def test_shared_history_verdict(path: Path, format_name: str, expected: str) -> None:
-    ops, model = load_history(path, format_name)
-    result = check(ops, model, timeout=60)
-    assert result.verdict == expected
 
 
 # --- properties -----------------------------------------------------------------
