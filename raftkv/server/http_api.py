@@ -264,7 +264,7 @@ class HttpApi:
     # -- cluster -------------------------------------------------------------
 
     async def status(self, request: web.Request) -> web.Response:
-        _query(request, set())
+        self._timeout(_query(request, {"timeout"}))
         body = self.engine.status().to_json()
         with self.engine.state_lock:
             body["revision"] = self.machine.revision
@@ -301,9 +301,11 @@ class HttpApi:
         return json_response({"leader_id": self.engine.status().leader_id})
 
     async def healthz(self, request: web.Request) -> web.Response:
+        self._timeout(_query(request, {"timeout"}))
         return json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        self._timeout(_query(request, {"timeout"}))
         status = self.engine.status()
         if status.leader_id is None:
             raise ApiError(503, "not_ready", "no leader is known", headers={"Retry-After": "1"})

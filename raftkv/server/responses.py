@@ -13,8 +13,9 @@ JSON = "application/json"
 def json_response(
     payload: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
+    # The trailing newline keeps a shell prompt off the end of curl's output.
     return web.Response(
-        body=orjson.dumps(payload), status=status, content_type=JSON, headers=headers
+        body=orjson.dumps(payload) + b"\n", status=status, content_type=JSON, headers=headers
     )
 
 
