@@ -232,6 +232,18 @@ def test_slicer_keeps_data_intact(client: Toxiproxy, echo_address: str) -> None:
         assert round_trip(sock, payload) == payload
 
 
+def test_slow_close_delays_the_eof(client: Toxiproxy, echo_address: str) -> None:
+    proxy = client.create(upstream=echo_address, name="lingering")
+    proxy.add_toxic(type="slow_close", attributes={"delay": 300})
+    with connect(proxy.listen) as sock:
+        sock.sendall(b"bye")
+        sock.shutdown(socket.SHUT_WR)
+        assert recv_exactly(sock, 3) == b"bye"
+        started = time.monotonic()
+        assert sock.recv(10) == b""
+        assert time.monotonic() - started >= 0.27
+
+
 def test_disable_cuts_connections_and_refuses_then_enable_restores(
     client: Toxiproxy, echo_address: str
 ) -> None:

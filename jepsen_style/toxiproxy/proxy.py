@@ -116,6 +116,10 @@ class TcpProxy:
     async def _accept(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if self._server is None:
+            # Accepted just before the proxy was disabled: cut it like the rest.
+            writer.transport.abort()
+            return
         set_nodelay(writer)
         connection = Connection(
             reader, writer, random.Random(self._rng.random()), self._forget
