@@ -1,0 +1,3 @@
+from jepsen_style.cli import main
+
+raise SystemExit(main())
