@@ -692,3 +692,242 @@ def test_base64_values_survive_txn_results(scripted: ScriptedServer) -> None:
     scripted.script = [("json", (200, {"succeeded": True, "revision": 3, "results": [{"kv": kv}]}, None))]
     result = run(lambda c: c.txn([], [Op.get("k")]), [scripted.url])
     assert result.results[0].kv.value == blob
+
+
+# ---------------------------------------------------------------- end to end: a real 3-node cluster
+# `cluster` (tests/conftest.py) is shared by this module's tests; they use
+# distinct key prefixes so their order does not matter.
+
+import io  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import uuid  # noqa: E402
+
+from raftkv.local_cluster import LocalCluster  # noqa: E402
+
+
+def test_e2e_put_get_delete_list(cluster: LocalCluster) -> None:
+    p = f"e2e-{uuid.uuid4().hex[:6]}/"
+    with Client(cluster.endpoints) as c:
+        first = c.put(p + "a", "1")
+        assert first.kv.version == 1 and first.kv.create_revision == first.revision
+        second = c.put(p + "a", b"\x00\xff binary")
+        assert second.kv.version == 2 and second.revision > first.revision
+        got = c.get_with_revision(p + "a")
+        assert got is not None and got.kv.value == b"\x00\xff binary" and got.revision >= second.revision
+        assert got.kv.mod_revision == second.kv.mod_revision
+        assert c.get(p + "a", consistency="serializable") is not None
+        assert c.get(p + "missing") is None
+        for k in ["b/../c", "sp ace?#&=", "ü/ø", "/lead", "."]:
+            c.put(p + k, k)
+            kv = c.get(p + k)
+            assert kv is not None and kv.text == k
+        listed = c.list(p)
+        assert [kv.key for kv in listed.kvs] == sorted(kv.key for kv in listed.kvs)
+        assert len(listed.kvs) == 6 and not listed.more
+        page = c.list(p, limit=2, keys_only=True)
+        assert page.more and len(page.kvs) == 2 and page.kvs[0].value is None
+        rest = c.list(p, start_after=page.kvs[-1].key)
+        assert len(rest.kvs) == 4
+        assert c.delete(p + "a").deleted == 1
+        with pytest.raises(NotFound):
+            c.delete(p + "a")
+        assert c.delete_prefix(p).deleted == 5
+        assert c.list(p).kvs == []
+
+
+def test_e2e_compare_and_set(cluster: LocalCluster) -> None:
+    key = f"cas-{uuid.uuid4().hex[:6]}"
+    with Client(cluster.endpoints) as c:
+        created = c.put(key, "v1", if_absent=True)
+        with pytest.raises(PreconditionFailed) as info:
+            c.put(key, "again", if_absent=True)
+        assert info.value.mod_revision == created.kv.mod_revision
+        updated = c.put(key, "v2", if_mod_revision=created.kv.mod_revision)
+        with pytest.raises(PreconditionFailed) as info:
+            c.put(key, "stale", if_mod_revision=created.kv.mod_revision)
+        assert info.value.mod_revision == updated.kv.mod_revision
+        with pytest.raises(PreconditionFailed):
+            c.delete(key, if_mod_revision=created.kv.mod_revision)
+        assert c.get(key).value == b"v2"  # type: ignore[union-attr]
+        assert c.delete(key, if_mod_revision=updated.kv.mod_revision).deleted == 1
+        with pytest.raises(PreconditionFailed) as info:
+            c.put(key, "x", if_mod_revision=5)
+        assert info.value.mod_revision == 0
+
+
+def test_e2e_idempotency_key_replays_instead_of_reapplying(cluster: LocalCluster) -> None:
+    key = f"idem-{uuid.uuid4().hex[:6]}"
+    with Client(cluster.endpoints) as c:
+        ikey = uuid.uuid4().hex
+        first = c.txn([], [Op.add(key, 5)], idempotency_key=ikey)
+        again = c.txn([], [Op.add(key, 5)], idempotency_key=ikey)
+        assert again.replayed and not first.replayed
+        assert again.revision == first.revision
+        assert c.get(key).value == b"5"  # type: ignore[union-attr]
+
+
+def test_e2e_txn_stock_example(cluster: LocalCluster) -> None:
+    key = f"stock-{uuid.uuid4().hex[:6]}"
+
+    async def go() -> None:
+        async with AsyncClient(cluster.endpoints) as c:
+            await c.put(key, "3")
+            buy = ([Compare.number(key, ">=", 2)], [Op.add(key, -2), Op.get(key)], [Op.get(key)])
+            ok = await c.txn(*buy)
+            assert ok.succeeded and ok.results[1].kv is not None and ok.results[1].kv.value == b"1"
+            refused = await c.txn(*buy)
+            assert not refused.succeeded and refused.results[0].kv.value == b"1"  # type: ignore[union-attr]
+            await c.put(key, "many")
+            with pytest.raises(RequestRejected) as info:
+                await c.txn([], [Op.add(key, 1)])
+            assert (info.value.status, info.value.code) == (409, "not_a_number")
+            assert (await c.get(key)).value == b"many"  # type: ignore[union-attr]
+            with pytest.raises(RequestRejected) as info:
+                await c.txn([], [{"op": "put", "key": key}])
+            assert info.value.status == 400
+
+    asyncio.run(go())
+
+
+def test_e2e_leader_discovery_and_status(cluster: LocalCluster) -> None:
+    with Client(cluster.endpoints) as c:
+        leader_endpoint = c.discover_leader()
+        leader_id = cluster.leader()
+        assert leader_endpoint == cluster.node(leader_id).url  # type: ignore[arg-type]
+        statuses = c.status_all()
+        assert {s.node_id for s in statuses.values() if not isinstance(s, Exception)} == {"n1", "n2", "n3"}
+        assert sum(1 for s in statuses.values() if not isinstance(s, Exception) and s.is_leader) == 1
+        one = c.status(cluster.endpoints[2])
+        assert one.node_id == "n3" and one.leader_id == leader_id
+
+
+def raftkv_cli(cluster: LocalCluster, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "RAFTKV_ENDPOINTS": ",".join(cluster.endpoints)}
+    return subprocess.run(
+        [sys.executable, "-m", "raftkv", *args], input=stdin, capture_output=True, env=env, timeout=30
+    )
+
+
+def test_e2e_cli_commands(cluster: LocalCluster) -> None:
+    """As a user runs them: separate processes, bytes through stdin/stdout."""
+    p = f"cli-{uuid.uuid4().hex[:6]}/"
+    put = raftkv_cli(cluster, "put", p + "a", "hello")
+    assert put.returncode == 0, put.stderr
+    assert put.stdout.startswith(b"OK revision=")
+    assert raftkv_cli(cluster, "put", p + "bin", "-", stdin=b"\x00\xff").returncode == 0
+    got = raftkv_cli(cluster, "get", p + "bin")
+    assert (got.returncode, got.stdout) == (0, b"\x00\xff")
+    txn = {"compare": [{"key": p + "a", "target": "value", "cmp": "==", "value": "hello"}],
+           "success": [{"op": "put", "key": p + "a", "value": "bye"}], "failure": []}
+    ran = raftkv_cli(cluster, "txn", "-", stdin=orjson.dumps(txn))
+    assert ran.returncode == 0 and orjson.loads(ran.stdout)["succeeded"] is True
+    status = raftkv_cli(cluster, "status", "--all")
+    assert status.returncode == 0 and status.stdout.count(b" leader ") == 1
+    assert len(status.stdout.decode().strip().splitlines()) == 4
+
+
+def test_e2e_cli_outputs_and_exit_codes(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    monkeypatch.setenv("RAFTKV_ENDPOINTS", ",".join(cluster.endpoints))
+    p = f"cli2-{uuid.uuid4().hex[:6]}/"
+
+    def cli(*args: str) -> tuple[int, bytes, bytes]:
+        code = run_cli_in_process(*args)
+        out, err = capsysbinary.readouterr()
+        return code, out, err
+
+    assert cli("put", p + "a", "hello")[0] == 0
+    with Client(cluster.endpoints) as c:
+        c.put(p + "bin", b"\x80")
+    assert cli("get", p + "a", "--serializable")[1] == b"hello"
+    code, _, err = cli("get", p + "nope")
+    assert code == 1 and b"not found" in err
+    code, _, err = cli("put", p + "a", "x", "--if-match", "1")
+    assert code == 1 and b"precondition failed" in err
+    assert cli("put", p + "a", "x", "--create-only")[0] == 1
+    code, out, _ = cli("ls", p, "--json")
+    body = orjson.loads(out)
+    assert [kv["key"] for kv in body["kvs"]] == [p + "a", p + "bin"]
+    assert body["kvs"][1]["encoding"] == "base64"
+    assert cli("ls", p, "--keys-only")[1].decode().split() == [p + "a", p + "bin"]
+    assert cli("ls", p, "--limit", "1")[1] == f"{p}a\thello\n".encode()
+    assert cli("ls", p, "--start-after", p + "a")[1] == f"{p}bin\t\\x80\n".encode()
+    txn = {"compare": [{"key": p + "a", "target": "value", "cmp": "==", "value": "nope"}],
+           "success": [], "failure": [{"op": "get", "key": p + "a"}]}
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(orjson.dumps(txn))))
+    code, out, _ = cli("txn", "-")
+    assert code == 1 and orjson.loads(out)["succeeded"] is False
+    code, out, _ = cli("status")
+    assert code == 0 and len(out.decode().strip().splitlines()) == 2
+    code, out, _ = cli("del", p, "--prefix")
+    assert (code, out.split()[0]) == (0, b"deleted=2")
+    code, _, err = cli("del", p + "a")
+    assert code == 1 and b"not found" in err
+
+
+def run_cli_in_process(*args: str) -> int:
+    """The real `raftkv` argument parsing and dispatch, without a process start."""
+    from raftkv.cli import main
+
+    try:
+        return main(list(args))
+    except SystemExit as exc:  # argparse reports usage errors this way
+        return int(exc.code or 0)
+
+
+def test_cli_usage_errors(
+    cluster: LocalCluster, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RAFTKV_ENDPOINTS", ",".join(cluster.endpoints))
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{not json")
+    not_object = tmp_path / "list.json"
+    not_object.write_text("[]")
+    cases = [
+        (("txn", str(bad_json)), "not valid JSON"),
+        (("txn", str(not_object)), "JSON object"),
+        (("txn", str(tmp_path / "absent.json")), "cannot read"),
+        (("put", "k", "v", "--if-match", "3", "--create-only"), "cannot be combined"),
+        (("ls", "--limit", "0"), "--limit"),
+        (("del", ""), "must not be empty"),
+        (("get", "k", "--endpoints", "localhost:7001"), "http://host:port"),
+        (("get", "k", "--timeout", "0"), "--timeout"),
+        (("get",), "required"),
+    ]
+    for args, message in cases:
+        assert run_cli_in_process(*args) == 2, args
+        assert message in capsys.readouterr().err, args
+    txn_file = tmp_path / "unknown_field.json"
+    txn_file.write_text('{"success": [], "when": 1}')
+    assert run_cli_in_process("txn", str(txn_file)) == 2
+    assert "unknown field(s) when" in capsys.readouterr().err
+    # Malformed for the server (no value for put): rejected there, nothing written.
+    txn_file.write_text('{"success": [{"op": "put", "key": "usage-k"}]}')
+    assert run_cli_in_process("txn", str(txn_file)) == 2
+    assert "nothing was written" in capsys.readouterr().err
+    with Client(cluster.endpoints) as c:
+        assert c.get("usage-k") is None
+
+
+def test_cli_unavailable_says_nothing_was_written(tmp_path: Any) -> None:
+    env = {**os.environ, "RAFTKV_ENDPOINTS": dead_endpoint()}
+    result = subprocess.run([sys.executable, "-m", "raftkv", "put", "k", "v", "--timeout", "0.5"],
+                            capture_output=True, env=env, timeout=30)
+    assert result.returncode == 3
+    assert b"nothing was written" in result.stderr
+
+
+def test_e2e_transfer_leadership(cluster: LocalCluster) -> None:
+    # Last in the module: it moves the shared cluster's leader.
+    with Client(cluster.endpoints) as c:
+        before = c.status().leader_id
+        cli = raftkv_cli(cluster, "transfer")
+        assert cli.returncode == 0, cli.stderr
+        new_leader = cli.stdout.decode().strip().removeprefix("leader=")
+        assert new_leader != before
+        # The client follows: its next write lands even though the leader moved.
+        assert c.put("after-transfer", "x").revision > 0
+        assert c.status().leader_id == new_leader

@@ -68,7 +68,8 @@ class Compare:
 
     @classmethod
     def number(cls, key: str, cmp: str, number: int) -> Compare:
-        """Compare the value parsed as a decimal integer (an absent key counts as 0)."""
+        """Compare the value parsed as a decimal integer; never holds when the
+        key is absent or its value is not an integer."""
         return cls(key, "number", cmp, _check_int("number", number))
 
     @classmethod
