@@ -140,6 +140,67 @@ class HistoryWriter:
 
 # --- from events to operations ----------------------------------------------
 
+CallOutcome = Literal["ok", "fail", "info", "open"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """An invocation paired with its completion.
+
+    `outcome` is "open" when the history ended before any completion arrived;
+    like "info" it means the call may or may not have taken effect.
+    `end` is the completion time (math.inf for "info" and "open").
+    """
+
+    process: int | str
+    f: str
+    key: str | None
+    argument: Any
+    result: Any
+    outcome: CallOutcome
+    start: float
+    end: float
+
+    @property
+    def outcome_known(self) -> bool:
+        return self.outcome in ("ok", "fail")
+
+
+def pair_calls(events: Iterable[HistoryEvent]) -> list[Call]:
+    """Pair each client's invoke with its completion, in completion order
+    (calls still open at the end come last). Nemesis events are skipped.
+
+    Raises `HistoryFormatError` for a completion without an invoke, a second
+    invoke while one is open, or a completion that does not match its invoke.
+    """
+    pending: dict[int | str, HistoryEvent] = {}
+    calls: list[Call] = []
+    for index, event in enumerate(events):
+        if event.is_nemesis:
+            continue
+        where = f"event {index + 1} (process {event.process}, {event.type} {event.f})"
+        if event.type == "invoke":
+            if event.process in pending:
+                raise HistoryFormatError(f"{where}: process invoked again while its previous call is still open")
+            pending[event.process] = event
+            continue
+        invoke = pending.pop(event.process, None)
+        if invoke is None:
+            raise HistoryFormatError(f"{where}: completion without a matching invoke")
+        if invoke.f != event.f or invoke.key != event.key:
+            raise HistoryFormatError(
+                f"{where}: completes {invoke.f} on key {invoke.key!r} with {event.f} on key {event.key!r}"
+            )
+        if event.time < invoke.time:
+            raise HistoryFormatError(f"{where}: completes at {event.time} before its invoke at {invoke.time}")
+        end = event.time if event.type != "info" else math.inf
+        calls.append(Call(event.process, invoke.f, invoke.key, invoke.value, event.value,
+                          event.type, invoke.time, end))  # type: ignore[arg-type]
+    for invoke in pending.values():
+        calls.append(Call(invoke.process, invoke.f, invoke.key, invoke.value, None, "open", invoke.time, math.inf))
+    return calls
+
+
 REGISTER_FUNCTIONS = frozenset({"read", "write", "cas"})
 WORKLOADS = ("register",)
 
@@ -155,58 +216,40 @@ def history_to_operations(events: Iterable[HistoryEvent], workload: str = "regis
     """
     if workload != "register":
         raise HistoryFormatError(f"unknown workload {workload!r}; supported: {', '.join(WORKLOADS)}")
-    pending: dict[int | str, tuple[HistoryEvent, Any]] = {}
     ops: list[Operation] = []
-    for index, event in enumerate(events):
-        if event.is_nemesis:
-            continue
-        where = f"event {index + 1} (process {event.process}, {event.type} {event.f})"
-        if event.f not in REGISTER_FUNCTIONS:
+    for call in pair_calls(events):
+        where = f"process {call.process} {call.f} at time {call.start}"
+        if call.f not in REGISTER_FUNCTIONS:
             raise HistoryFormatError(f"{where}: unknown function for the register workload (expected read, write or cas)")
-        if event.type == "invoke":
-            if event.process in pending:
-                raise HistoryFormatError(f"{where}: process invoked again while its previous call is still open")
-            pending[event.process] = (event, _register_argument(event, where))
-            continue
-        if event.process not in pending:
-            raise HistoryFormatError(f"{where}: completion without a matching invoke")
-        invoke, argument = pending.pop(event.process)
-        if invoke.f != event.f or invoke.key != event.key:
-            raise HistoryFormatError(
-                f"{where}: completes {invoke.f} on key {invoke.key!r} with {event.f} on key {event.key!r}"
-            )
-        if event.time < invoke.time:
-            raise HistoryFormatError(f"{where}: completes at {event.time} before its invoke at {invoke.time}")
-        op_input = (invoke.key, invoke.f, argument)
-        if event.type == "ok":
-            output = _freeze(event.value) if invoke.f == "read" else (True if invoke.f == "cas" else "ok")
-            ops.append(Operation(event.process, op_input, invoke.time, output, event.time))
-        elif event.type == "fail":
-            if invoke.f == "cas":
-                ops.append(Operation(event.process, op_input, invoke.time, False, event.time))
-        elif invoke.f != "read":  # info: a read with unknown result constrains nothing
-            ops.append(Operation(event.process, op_input, invoke.time, UNKNOWN, math.inf))
-    for invoke, argument in pending.values():
-        if invoke.f != "read":
-            ops.append(Operation(invoke.process, (invoke.key, invoke.f, argument), invoke.time, UNKNOWN, math.inf))
+        op_input = (call.key, call.f, _register_argument(call, where))
+        if call.outcome == "ok":
+            output = freeze(call.result) if call.f == "read" else (True if call.f == "cas" else "ok")
+            ops.append(Operation(call.process, op_input, call.start, output, call.end))
+        elif call.outcome == "fail":
+            if call.f == "cas":
+                ops.append(Operation(call.process, op_input, call.start, False, call.end))
+        elif call.f != "read":  # a read with unknown result constrains nothing
+            ops.append(Operation(call.process, op_input, call.start, UNKNOWN, math.inf))
     return ops
 
 
-def _register_argument(event: HistoryEvent, where: str) -> Any:
-    if event.f == "read":
+def _register_argument(call: Call, where: str) -> Any:
+    if call.f == "read":
         return None
-    if event.f == "write":
-        return _freeze(event.value)
-    value = event.value
+    if call.f == "write":
+        return freeze(call.argument)
+    value = call.argument
     if not isinstance(value, list) or len(value) != 2:
         raise HistoryFormatError(f"{where}: cas value must be [from, to], got {value!r}")
-    return (_freeze(value[0]), _freeze(value[1]))
+    return (freeze(value[0]), freeze(value[1]))
 
 
-def _freeze(value: Any) -> Any:
-    """Make JSON values hashable so they can be part of a model state."""
+def freeze(value: Any) -> Any:
+    """Make a decoded JSON value hashable (lists become tuples, objects sorted pairs)."""
     if isinstance(value, list):
-        return tuple(_freeze(item) for item in value)
+        return tuple(freeze(item) for item in value)
     if isinstance(value, dict):
-        return tuple(sorted((key, _freeze(item)) for key, item in value.items()))
+        return tuple(sorted((key, freeze(item)) for key, item in value.items()))
     return value
+
+
