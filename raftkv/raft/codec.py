@@ -1,0 +1,71 @@
+"""Message <-> bytes, as one msgpack array per message.
+
+A Message is a tuple whose nested values (entries, snapshot metadata) are
+tuples too, so encoding is a single C-level msgpack call. Trailing fields
+that hold their default are left off, which makes heartbeats and
+responses a handful of bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from raftkv.raft.messages import Message, MsgType
+from raftkv.raft.types import ConfState, Entry, SnapshotMeta
+
+
+class CodecError(ValueError):
+    """The bytes are not a well-formed Raft message."""
+
+
+_DEFAULTS: tuple[Any, ...] = tuple(Message._field_defaults.get(f) for f in Message._fields)
+_NFIELDS = len(Message._fields)
+_MIN_FIELDS = 4  # type, to, frm, term have no defaults
+_MAX_TYPE = max(MsgType)
+_ENTRIES = Message._fields.index("entries")
+_SNAPSHOT = Message._fields.index("snapshot")
+_packb = msgpack.Packer(use_bin_type=True).pack
+_make_entry = Entry._make
+
+
+def encode_message(m: Message) -> bytes:
+    n = _NFIELDS
+    while n > _MIN_FIELDS and m[n - 1] == _DEFAULTS[n - 1]:
+        n -= 1
+    return _packb(m[:n] if n < _NFIELDS else m)
+
+
+def decode_message(data: bytes) -> Message:
+    try:
+        raw = msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise CodecError(f"not a msgpack Raft message: {exc}") from exc
+    if type(raw) is not tuple or not _MIN_FIELDS <= len(raw) <= _NFIELDS:
+        raise CodecError(f"a Raft message is an array of {_MIN_FIELDS}..{_NFIELDS} fields, got {type(raw).__name__}")
+    t, to, frm, term = raw[0], raw[1], raw[2], raw[3]
+    if type(t) is not int or not 0 <= t <= _MAX_TYPE:
+        raise CodecError(f"unknown message type {t!r}")
+    if type(to) is not str or type(frm) is not str:
+        raise CodecError("message sender and receiver must be strings")
+    if type(term) is not int or term < 0:
+        raise CodecError(f"message term must be a non-negative integer, got {term!r}")
+    fields = list(raw)
+    if len(fields) < _NFIELDS:
+        fields.extend(_DEFAULTS[len(fields):])
+    try:
+        if len(raw) > _ENTRIES and raw[_ENTRIES]:
+            entries = list(map(_make_entry, raw[_ENTRIES]))
+            for e in (entries[0], entries[-1]):
+                if type(e.data) is not bytes or type(e.index) is not int or type(e.term) is not int:
+                    raise CodecError("entry fields must be (int index, int term, int kind, bytes data)")
+            fields[_ENTRIES] = entries
+        if len(raw) > _SNAPSHOT and raw[_SNAPSHOT] is not None:
+            index, sterm, (voters, learners) = raw[_SNAPSHOT]
+            fields[_SNAPSHOT] = SnapshotMeta(index, sterm, ConfState(tuple(voters), tuple(learners)))
+    except CodecError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"malformed message body: {exc}") from exc
+    return Message._make(fields)

@@ -1,0 +1,846 @@
+"""RaftCore: the Raft consensus state machine, free of I/O, clocks and threads.
+
+The driver feeds it ticks, peer messages and client requests, and repeatedly
+drains a ``Ready`` (what to persist, send and apply) followed by
+``advance``. Everything the core does is a deterministic function of those
+inputs and of the seeded ``random.Random`` it was given, which is what lets
+``raftkv.raft.sim`` replay any failure from its seed.
+
+See docs/raft-core.md for the protocol choices (PreVote, CheckQuorum,
+ReadIndex rounds, apply-time membership, chunked snapshots).
+"""
+
+from __future__ import annotations
+
+import random
+
+from raftkv.raft.conf import apply_conf_change, decode_conf_change, encode_conf_change
+from raftkv.raft.log import RaftLog
+from raftkv.raft.messages import FORCE_VOTE, Message, MsgType
+from raftkv.raft.progress import Progress, ProgressState
+from raftkv.raft.read_only import ReadIndexQueue
+from raftkv.raft.ready import Ready
+from raftkv.raft.types import (
+    ConfChange,
+    ConfState,
+    CoreStatus,
+    Entry,
+    EntryKind,
+    HardState,
+    InvalidConfChange,
+    ProgressStatus,
+    ProposalDropped,
+    RaftConfig,
+    ReadState,
+    ReadyNotAdvanced,
+    RestoredState,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    SoftState,
+)
+
+# Bounds the work (and memory) of one Ready after e.g. a restart with a long
+# committed-but-unapplied log; the rest follows in the next Ready.
+MAX_COMMITTED_PER_READY = 8192
+
+_APP = MsgType.APP
+_APP_RESP = MsgType.APP_RESP
+_HEARTBEAT = MsgType.HEARTBEAT
+_HEARTBEAT_RESP = MsgType.HEARTBEAT_RESP
+_NORMAL = EntryKind.NORMAL
+_CONF = EntryKind.CONF_CHANGE
+_LEADER = Role.LEADER
+_FOLLOWER = Role.FOLLOWER
+_REPLICATE = ProgressState.REPLICATE
+_SNAPSHOT = ProgressState.SNAPSHOT
+
+
+class RaftCore:
+    def __init__(self, config: RaftConfig, rng: random.Random, restored: RestoredState) -> None:
+        self.id = config.node_id
+        self._cfg = config
+        self._rng = rng
+        snap_meta = restored.snapshot
+        if snap_meta is not None:
+            conf = snap_meta.conf
+            self.log = RaftLog(snap_meta.index, snap_meta.term, restored.entries)
+        else:
+            conf = ConfState(tuple(config.voters), tuple(config.learners))
+            self.log = RaftLog(0, 0, restored.entries)
+        hs = restored.hard_state
+        if hs.commit > self.log.last_index():
+            raise ValueError(
+                f"restored commit index {hs.commit} is beyond the last restored entry "
+                f"{self.log.last_index()}: storage lost entries it acknowledged"
+            )
+        self.term = hs.term
+        self.vote: str | None = hs.vote
+        self.commit = max(hs.commit, self.log.offset)
+        # The state machine is restored from the snapshot, so everything
+        # after it gets re-applied from the log.
+        self.applied = self.log.offset
+        self._handed_applied = self.applied
+        self.voters: tuple[str, ...] = conf.voters
+        self.learners: tuple[str, ...] = conf.learners
+
+        self.role = _FOLLOWER
+        self.leader_id: str | None = None
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = config.election_ticks
+        self._reset_randomized_timeout()
+        self._votes: dict[str, bool] = {}
+        self.progress: dict[str, Progress] = {}
+        self._transferee: str | None = None
+        self._pending_conf_index = 0
+        self._reads = ReadIndexQueue()
+        self._reads_before_term_commit: list[tuple[bytes, str]] = []
+
+        # Snapshot kept to send to lagging followers (data attached by
+        # snapshot_taken or received from a leader).
+        self._snapshot: Snapshot | None = None
+        self._pending_snapshot: Snapshot | None = None  # to hand out in Ready
+        self._snap_recv: tuple[SnapshotMeta, bytearray] | None = None
+
+        self._msgs: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._forward_buf: list[Entry] = []
+        self._bcast_entries = False
+        self._bcast_commit = False
+        self._ready_out = False
+        self._prev_soft = SoftState(None, _FOLLOWER)
+        self._prev_hard = HardState(hs.term, hs.vote, self.commit)
+
+    # ------------------------------------------------------------------
+    # public API
+    # ------------------------------------------------------------------
+    def tick(self) -> None:
+        if self.role is _LEADER:
+            self._tick_leader()
+        else:
+            self._election_elapsed += 1
+            if self._election_elapsed >= self._randomized_timeout and self._promotable():
+                self._election_elapsed = 0
+                self._campaign(pre_vote=self._cfg.pre_vote, force=False)
+
+    def propose(self, data: bytes) -> None:
+        self.propose_batch([data])
+
+    def propose_batch(self, datas: list[bytes]) -> None:
+        """Propose several commands at once (cheaper than one call each)."""
+        self._propose_kind(_NORMAL, datas)
+
+    def read_index(self, ctx: bytes) -> None:
+        if self.role is _LEADER:
+            self._leader_read(ctx, self.id)
+        elif self.leader_id is not None:
+            self._send(Message(MsgType.READ_INDEX, self.leader_id, self.id, self.term, context=ctx))
+        else:
+            raise ProposalDropped("no leader known; read not submitted")
+
+    def transfer_leadership(self, target: str | None) -> None:
+        """Hand leadership to ``target`` (None: the most caught-up voter)."""
+        if self.role is not _LEADER:
+            if self.leader_id is None:
+                raise ProposalDropped("no leader known; transfer not submitted")
+            ctx = target.encode() if target is not None else b""
+            self._send(Message(MsgType.TRANSFER_LEADER, self.leader_id, self.id, self.term, context=ctx))
+            return
+        if target is None:
+            candidates = sorted(
+                (v for v in self.voters if v != self.id), key=lambda v: (-self.progress[v].match, v)
+            )
+            if not candidates:
+                raise ValueError("no other voter to transfer leadership to")
+            target = candidates[0]
+        if target not in self.voters:
+            raise ValueError(f"cannot transfer leadership to {target!r}: it is not a voter")
+        self._start_transfer(target)
+
+    def propose_conf_change(self, change: ConfChange) -> None:
+        """One membership change at a time; it takes effect on each node when
+        that node applies the entry (see docs/raft-core.md)."""
+        if self.role is _LEADER:
+            apply_conf_change(self.conf_state(), change)  # raises InvalidConfChange
+            if self._pending_conf_index > self.applied:
+                raise ProposalDropped("a membership change is already pending; retry once it is applied")
+        self._propose_kind(_CONF, [encode_conf_change(change)])
+
+    def step(self, m: Message) -> None:
+        if m.to != self.id:
+            raise ValueError(f"message for {m.to!r} delivered to {self.id!r}")
+        if m.term > self.term:
+            t = m.type
+            if t == MsgType.VOTE or t == MsgType.PRE_VOTE:
+                in_lease = (
+                    self._cfg.check_quorum
+                    and self.leader_id is not None
+                    and self._election_elapsed < self._cfg.election_ticks
+                )
+                if in_lease and m.context != FORCE_VOTE:
+                    # Leader stickiness: we heard from a live leader recently,
+                    # so a (pre-)candidate is more likely disruptive than right.
+                    return
+            if t == MsgType.PRE_VOTE or (t == MsgType.PRE_VOTE_RESP and not m.reject):
+                pass  # a pre-vote is about a term nobody has entered yet
+            elif t == _APP or t == _HEARTBEAT or t == MsgType.SNAP:
+                self._become_follower(m.term, m.frm)
+            else:
+                self._become_follower(m.term, None)
+        elif m.term < self.term:
+            if m.type == _APP or m.type == _HEARTBEAT:
+                # Tell a deposed leader about the newer term; with PreVote it
+                # would otherwise never learn it from us.
+                self._send(Message(_APP_RESP, m.frm, self.id, self.term))
+            elif m.type == MsgType.PRE_VOTE:
+                self._send(Message(MsgType.PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
+            return
+
+        t = m.type
+        if t == MsgType.VOTE or t == MsgType.PRE_VOTE:
+            self._handle_vote_request(m)
+        elif self.role is _LEADER:
+            self._step_leader(m)
+        elif self.role is _FOLLOWER:
+            self._step_follower(m)
+        else:
+            self._step_candidate(m)
+
+    def has_ready(self) -> bool:
+        if self._ready_out:
+            return False
+        if self._msgs or self._read_states or self._pending_snapshot is not None:
+            return True
+        if self._bcast_entries or self._bcast_commit or self._forward_buf:
+            return True
+        if self.log.unstable_from <= self.log.last_index() or self.commit > self._handed_applied:
+            return True
+        if self.term != self._prev_hard.term or self.vote != self._prev_hard.vote or self.commit != self._prev_hard.commit:
+            return True
+        return self.leader_id != self._prev_soft.leader_id or self.role is not self._prev_soft.role
+
+    def ready(self) -> Ready:
+        if self._ready_out:
+            raise ReadyNotAdvanced("call advance() on the previous Ready before asking for a new one")
+        self._flush()
+        rd = Ready()
+        soft = SoftState(self.leader_id, self.role)
+        if soft != self._prev_soft:
+            rd.soft_state = soft
+            self._prev_soft = soft
+        hard = HardState(self.term, self.vote, self.commit)
+        if hard != self._prev_hard:
+            rd.hard_state = hard
+            rd.must_sync = hard.term != self._prev_hard.term or hard.vote != self._prev_hard.vote
+            self._prev_hard = hard
+        log = self.log
+        if log.unstable_from <= log.last_index():
+            rd.entries = log.unstable_entries()
+            rd.must_sync = True
+        if self._pending_snapshot is not None:
+            rd.snapshot = self._pending_snapshot
+            rd.must_sync = True
+        if self.commit > self._handed_applied:
+            lo = self._handed_applied + 1
+            hi = min(self.commit, lo + MAX_COMMITTED_PER_READY - 1)
+            rd.committed_entries = log.slice(lo, hi)
+            self._handed_applied = hi
+        if self._msgs:
+            rd.messages = self._msgs
+            self._msgs = []
+        if self._read_states:
+            rd.read_states = self._read_states
+            self._read_states = []
+        self._ready_out = True
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        if not self._ready_out:
+            raise RuntimeError("advance() called without an outstanding Ready")
+        self._ready_out = False
+        if rd.snapshot is not None:
+            if self._pending_snapshot is rd.snapshot:
+                self._pending_snapshot = None
+            if rd.snapshot.meta.index > self.applied:
+                self.applied = rd.snapshot.meta.index
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.stable_to(last.index, last.term)
+        if rd.committed_entries:
+            for e in rd.committed_entries:
+                if e.kind == _CONF and e.index > self.applied:
+                    self.applied = e.index
+                    self._apply_conf_entry(e)
+            last_applied = rd.committed_entries[-1].index
+            if last_applied > self.applied:
+                self.applied = last_applied
+        if self.role is _LEADER:
+            me = self.progress.get(self.id)
+            if me is not None and me.maybe_update(self.log.unstable_from - 1):
+                self._maybe_commit()
+
+    def snapshot_taken(self, meta: SnapshotMeta, data: bytes, retain_entries: int = 0) -> None:
+        """The driver snapshotted the state machine at ``meta.index`` (<= applied).
+
+        The in-memory log is compacted up to ``meta.index - retain_entries``;
+        keeping a tail lets slightly lagging followers catch up from entries
+        instead of a full snapshot. After a restart, call this once with the
+        restored snapshot so this node can send it to others.
+        """
+        if meta.index > self.applied:
+            raise ValueError(f"snapshot index {meta.index} is beyond the applied index {self.applied}")
+        if self._snapshot is not None and meta.index < self._snapshot.meta.index:
+            raise ValueError(
+                f"snapshot index {meta.index} is older than the current snapshot {self._snapshot.meta.index}"
+            )
+        if meta.index < self.log.offset:
+            raise ValueError(f"snapshot index {meta.index} is older than the log's compaction point {self.log.offset}")
+        term = self.log.term(meta.index)
+        if term != meta.term:
+            raise ValueError(f"snapshot term {meta.term} does not match the log's term {term} at index {meta.index}")
+        self._snapshot = Snapshot(meta, data)
+        self.log.compact_to(max(self.log.offset, meta.index - max(retain_entries, 0)))
+
+    def applied_snapshot_meta(self) -> SnapshotMeta:
+        """Metadata for a snapshot of the state machine as applied right now."""
+        term = self.log.term(self.applied)
+        assert term is not None
+        return SnapshotMeta(self.applied, term, self.conf_state())
+
+    def conf_state(self) -> ConfState:
+        return ConfState(self.voters, self.learners)
+
+    def status(self) -> CoreStatus:
+        progress: dict[str, ProgressStatus] = {}
+        if self.role is _LEADER:
+            for peer, pr in self.progress.items():
+                progress[peer] = ProgressStatus(pr.match, pr.next, pr.state.value, pr.recent_active)
+        return CoreStatus(
+            node_id=self.id,
+            role=self.role,
+            term=self.term,
+            leader_id=self.leader_id,
+            commit=self.commit,
+            applied=self.applied,
+            last_index=self.log.last_index(),
+            voters=self.voters,
+            learners=self.learners,
+            progress=progress,
+            transferring_to=self._transferee,
+        )
+
+    # ------------------------------------------------------------------
+    # roles
+    # ------------------------------------------------------------------
+    def _promotable(self) -> bool:
+        return self.id in self.voters
+
+    def _reset_randomized_timeout(self) -> None:
+        et = self._cfg.election_ticks
+        self._randomized_timeout = et + self._rng.randrange(et)
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = None
+        self.leader_id = None
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._reset_randomized_timeout()
+        self._votes = {}
+        self._transferee = None
+        self._reads.clear()
+        self._reads_before_term_commit = []
+        self._bcast_entries = False
+        self._bcast_commit = False
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        self._reset(term)
+        self.role = _FOLLOWER
+        self.leader_id = leader
+        self.progress = {}
+
+    def _campaign(self, pre_vote: bool, force: bool) -> None:
+        if pre_vote:
+            # Do not touch term or vote: a pre-vote that fails must leave
+            # no trace, so a partitioned node cannot inflate its term.
+            self._reset(self.term)
+            self.role = Role.PRE_CANDIDATE
+            msg_type, term = MsgType.PRE_VOTE, self.term + 1
+        else:
+            self._reset(self.term + 1)
+            self.role = Role.CANDIDATE
+            self.vote = self.id
+            msg_type, term = MsgType.VOTE, self.term
+        self.progress = {}
+        self._votes = {self.id: True}
+        if self._tally() == 1:
+            self._won_election()
+            return
+        ctx = FORCE_VOTE if force else b""
+        last_index, last_term = self.log.last_index(), self.log.last_term()
+        for v in self.voters:
+            if v != self.id:
+                self._send(Message(msg_type, v, self.id, term, log_term=last_term, index=last_index, context=ctx))
+
+    def _tally(self) -> int:
+        """1 if a quorum granted, -1 if a quorum refused, else 0."""
+        granted = sum(1 for v in self.voters if self._votes.get(v) is True)
+        refused = sum(1 for v in self.voters if self._votes.get(v) is False)
+        quorum = len(self.voters) // 2 + 1
+        if granted >= quorum:
+            return 1
+        if refused >= quorum:
+            return -1
+        return 0
+
+    def _won_election(self) -> None:
+        if self.role is Role.PRE_CANDIDATE:
+            self._campaign(pre_vote=False, force=False)
+        else:
+            self._become_leader()
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.role = _LEADER
+        self.leader_id = self.id
+        last = self.log.last_index()
+        inflight = self._cfg.max_inflight_msgs
+        self.progress = {}
+        for peer in self.voters:
+            self.progress[peer] = Progress(last + 1, inflight)
+        for peer in self.learners:
+            self.progress[peer] = Progress(last + 1, inflight, is_learner=True)
+        me = self.progress.get(self.id)
+        if me is not None:
+            me.match = self.log.unstable_from - 1
+            me.become_replicate()
+            me.recent_active = True
+        # The empty entry lets us commit (and so learn the commit index of)
+        # everything from earlier terms; membership changes must wait for
+        # it to be applied (the fix for the single-server-change bug).
+        self._append([Entry(last + 1, self.term, _NORMAL, b"")])
+        self._pending_conf_index = last + 1
+        self._bcast_entries = True
+
+    def _handle_vote_request(self, m: Message) -> None:
+        pre = m.type == MsgType.PRE_VOTE
+        resp_type = MsgType.PRE_VOTE_RESP if pre else MsgType.VOTE_RESP
+        can_vote = (
+            self.vote == m.frm
+            or (self.vote is None and self.leader_id is None)
+            or (pre and m.term > self.term)
+        )
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            # A granted pre-vote carries the future term so the
+            # pre-candidate can tell it apart from a stale refusal.
+            self._send(Message(resp_type, m.frm, self.id, m.term))
+            if not pre:
+                self._election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self._send(Message(resp_type, m.frm, self.id, self.term, reject=True))
+
+    def _step_candidate(self, m: Message) -> None:
+        t = m.type
+        if t == _APP or t == _HEARTBEAT or t == MsgType.SNAP:
+            self._become_follower(self.term, m.frm)
+            self._step_follower(m)
+            return
+        expected = MsgType.PRE_VOTE_RESP if self.role is Role.PRE_CANDIDATE else MsgType.VOTE_RESP
+        if t != expected:
+            return
+        if m.frm not in self._votes:
+            self._votes[m.frm] = not m.reject
+        result = self._tally()
+        if result == 1:
+            self._won_election()
+        elif result == -1:
+            self._become_follower(self.term, None)
+
+    # ------------------------------------------------------------------
+    # follower
+    # ------------------------------------------------------------------
+    def _step_follower(self, m: Message) -> None:
+        t = m.type
+        if t == _APP:
+            self._election_elapsed = 0
+            self.leader_id = m.frm
+            self._handle_append(m)
+        elif t == _HEARTBEAT:
+            self._election_elapsed = 0
+            self.leader_id = m.frm
+            commit = min(m.commit, self.log.last_index())
+            if commit > self.commit:
+                self.commit = commit
+            self._send(Message(_HEARTBEAT_RESP, m.frm, self.id, self.term, read_seq=m.read_seq))
+        elif t == MsgType.SNAP:
+            self._election_elapsed = 0
+            self.leader_id = m.frm
+            self._handle_snapshot_chunk(m)
+        elif t == MsgType.READ_INDEX_RESP:
+            if not m.reject:
+                self._read_states.append(ReadState(m.context, m.index))
+        elif t == MsgType.TIMEOUT_NOW:
+            if self._promotable():
+                # The leader chose us: skip PreVote, we know the leader stepped aside.
+                self._campaign(pre_vote=False, force=True)
+        elif t == MsgType.PROP:
+            if self.leader_id is not None:
+                self._send(m._replace(to=self.leader_id, frm=self.id, term=self.term))
+        elif t == MsgType.TRANSFER_LEADER:
+            if self.leader_id is not None:
+                self._send(m._replace(to=self.leader_id, frm=self.id, term=self.term))
+
+    def _handle_append(self, m: Message) -> None:
+        log = self.log
+        if m.index < self.commit:
+            self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=self.commit))
+            return
+        last_new = log.maybe_append(m.index, m.log_term, m.entries, self.commit)
+        if last_new is not None:
+            commit = m.commit if m.commit < last_new else last_new
+            if commit > self.commit:
+                self.commit = commit
+            self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=last_new))
+        else:
+            hint_index, hint_term = log.find_conflict_by_term(m.index, m.log_term)
+            self._send(
+                Message(_APP_RESP, m.frm, self.id, self.term, index=m.index, reject=True, hint=hint_index, log_term=hint_term)
+            )
+
+    def _handle_snapshot_chunk(self, m: Message) -> None:
+        meta = m.snapshot
+        assert meta is not None
+        if meta.index <= self.commit:
+            # Nothing to install; tell the leader where we really are.
+            self._snap_recv = None
+            self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=self.commit))
+            return
+        recv = self._snap_recv
+        if m.snap_offset == 0:
+            recv = self._snap_recv = (meta, bytearray())
+        elif recv is None or recv[0] != meta or len(recv[1]) != m.snap_offset:
+            # Lost, duplicated or reordered chunk: ask for what we miss.
+            have = len(recv[1]) if recv is not None and recv[0] == meta else 0
+            self._send(Message(MsgType.SNAP_RESP, m.frm, self.id, self.term, index=meta.index, snap_offset=have))
+            return
+        recv[1].extend(m.snap_data)
+        if not m.snap_done:
+            self._send(
+                Message(MsgType.SNAP_RESP, m.frm, self.id, self.term, index=meta.index, snap_offset=len(recv[1]))
+            )
+            return
+        self._snap_recv = None
+        self._install_snapshot(Snapshot(meta, bytes(recv[1])))
+        self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=self.commit))
+
+    def _install_snapshot(self, snap: Snapshot) -> None:
+        meta = snap.meta
+        if self.log.match_term(meta.index, meta.term):
+            # We already have the log up to there; only the commit was missing.
+            self.commit = max(self.commit, meta.index)
+            return
+        self.log.restore(meta.index, meta.term)
+        self.commit = meta.index
+        self._handed_applied = max(self._handed_applied, meta.index)
+        self.voters, self.learners = meta.conf.voters, meta.conf.learners
+        self._pending_snapshot = snap
+        self._snapshot = snap
+
+    # ------------------------------------------------------------------
+    # leader
+    # ------------------------------------------------------------------
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        cfg = self._cfg
+        if self._election_elapsed >= cfg.election_ticks:
+            self._election_elapsed = 0
+            if cfg.check_quorum:
+                active = sum(1 for v in self.voters if (pr := self.progress.get(v)) is not None and pr.recent_active)
+                if active < len(self.voters) // 2 + 1:
+                    # We cannot reach a quorum: a newer leader may exist, and
+                    # clients must not keep waiting on us.
+                    self._become_follower(self.term, None)
+                    return
+                for peer, pr in self.progress.items():
+                    pr.recent_active = peer == self.id
+            if self._transferee is not None:
+                self._transferee = None  # took longer than an election timeout: give up
+        if self._heartbeat_elapsed >= cfg.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
+    def _step_leader(self, m: Message) -> None:
+        t = m.type
+        if t == _APP_RESP:
+            self._handle_append_response(m)
+        elif t == _HEARTBEAT_RESP:
+            self._handle_heartbeat_response(m)
+        elif t == MsgType.SNAP_RESP:
+            pr = self.progress.get(m.frm)
+            if pr is None:
+                return
+            pr.recent_active = True
+            if pr.state is _SNAPSHOT and pr.snapshot is not None and pr.snapshot.meta.index == m.index:
+                pr.snap_acked = m.snap_offset
+                if m.snap_offset < len(pr.snapshot.data):
+                    self._send_snapshot_chunk(m.frm, pr)
+        elif t == MsgType.PROP:
+            if self._transferee is not None:
+                return
+            for e in m.entries:
+                if e.kind == _CONF:
+                    try:
+                        apply_conf_change(self.conf_state(), decode_conf_change(e.data))
+                    except InvalidConfChange:
+                        continue
+                    if self._pending_conf_index > self.applied:
+                        continue
+                    self._pending_conf_index = self.log.last_index() + 1
+                self._append([Entry(self.log.last_index() + 1, self.term, e.kind, e.data)])
+            self._bcast_entries = True
+        elif t == MsgType.READ_INDEX:
+            self._leader_read(m.context, m.frm)
+        elif t == MsgType.TRANSFER_LEADER:
+            target = m.context.decode() if m.context else None
+            try:
+                self.transfer_leadership(target)
+            except ValueError:
+                pass
+
+    def _propose_kind(self, kind: int, datas: list[bytes]) -> None:
+        if self.role is _LEADER:
+            if self._transferee is not None:
+                raise ProposalDropped(f"leadership is being transferred to {self._transferee}")
+            log = self.log
+            index = log.last_index()
+            term = self.term
+            entries = []
+            for data in datas:
+                index += 1
+                entries.append(Entry(index, term, kind, data))
+            if kind == _CONF:
+                self._pending_conf_index = index
+            self._append(entries)
+            self._bcast_entries = True
+        elif self.leader_id is not None:
+            self._forward_buf.extend(Entry(0, 0, kind, data) for data in datas)
+        else:
+            raise ProposalDropped("no leader known; proposal not submitted")
+
+    def _append(self, entries: list[Entry]) -> None:
+        self.log.append(entries)
+        # A single-voter cluster commits as soon as the entry is durable
+        # (see advance); nothing else to do here.
+
+    def _flush(self) -> None:
+        """Turn batched intents into messages, once per Ready."""
+        if self._forward_buf:
+            if self.leader_id is not None and self.role is not _LEADER:
+                self._send(Message(MsgType.PROP, self.leader_id, self.id, self.term, entries=self._forward_buf))
+            self._forward_buf = []
+        if self.role is _LEADER and (self._bcast_entries or self._bcast_commit):
+            send_empty = self._bcast_commit
+            self._bcast_entries = self._bcast_commit = False
+            last = self.log.last_index()
+            for peer, pr in self.progress.items():
+                if peer == self.id:
+                    continue
+                sent = self._send_append(peer, pr, send_empty)
+                while sent and pr.next <= last:
+                    sent = self._send_append(peer, pr, False)
+
+    def _send_append(self, to: str, pr: Progress, send_empty: bool) -> bool:
+        """Send the next batch of entries to ``to``; False if nothing was sent."""
+        if pr.is_paused():
+            return False
+        log = self.log
+        prev = pr.next - 1
+        prev_term = log.term(prev)
+        if prev_term is None:
+            return self._start_snapshot(to, pr)
+        last = log.last_index()
+        if pr.next > last:
+            if not send_empty:
+                return False
+            entries: list[Entry] = []
+            sent_to = prev
+        else:
+            sent_to = min(last, pr.next + self._cfg.max_entries_per_msg - 1)
+            entries = log.slice(pr.next, sent_to)
+        self._msgs.append(
+            Message(_APP, to, self.id, self.term, prev_term, prev, entries, self.commit)
+        )
+        pr.sent_entries(sent_to)
+        return True
+
+    def _start_snapshot(self, to: str, pr: Progress) -> bool:
+        snap = self._snapshot
+        if snap is None or snap.meta.index < self.log.offset:
+            # The driver compacted without handing us the snapshot data;
+            # nothing we can send. It must call snapshot_taken (see docs).
+            return False
+        pr.become_snapshot(snap)
+        self._send_snapshot_chunk(to, pr)
+        return True
+
+    def _send_snapshot_chunk(self, to: str, pr: Progress) -> None:
+        snap = pr.snapshot
+        assert snap is not None
+        off = pr.snap_acked
+        chunk = snap.data[off : off + self._cfg.max_snapshot_chunk]
+        done = off + len(chunk) >= len(snap.data)
+        self._send(
+            Message(
+                MsgType.SNAP, to, self.id, self.term,
+                snapshot=snap.meta, snap_offset=off, snap_data=chunk, snap_done=done,
+            )
+        )
+        pr.snap_sent = off + len(chunk)
+
+    def _handle_append_response(self, m: Message) -> None:
+        pr = self.progress.get(m.frm)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if m.reject:
+            if pr.state is _SNAPSHOT:
+                return
+            hint = m.hint
+            if m.log_term > 0:
+                hint = self.log.find_conflict_by_term(m.hint, m.log_term)[0]
+            if pr.maybe_decrease_to(m.index, hint):
+                self._send_append(m.frm, pr, True)
+            return
+        if pr.maybe_update(m.index) or (pr.state is ProgressState.PROBE and pr.match == m.index):
+            if pr.state is ProgressState.PROBE:
+                pr.become_replicate()
+            elif pr.state is _SNAPSHOT and pr.snapshot is not None and pr.match >= pr.snapshot.meta.index:
+                pr.become_replicate()
+            if self._maybe_commit():
+                self._bcast_commit = True
+            if m.frm == self._transferee and pr.match == self.log.last_index():
+                self._send(Message(MsgType.TIMEOUT_NOW, m.frm, self.id, self.term))
+        last = self.log.last_index()
+        while pr.next <= last and self._send_append(m.frm, pr, False):
+            pass
+
+    def _handle_heartbeat_response(self, m: Message) -> None:
+        pr = self.progress.get(m.frm)
+        if pr is None:
+            return
+        pr.recent_active = True
+        pr.probe_sent = False
+        if pr.state is _REPLICATE and len(pr.inflight) >= pr.max_inflight:
+            pr.free_first_inflight()
+        if pr.state is _SNAPSHOT:
+            if pr.snapshot is not None and pr.snap_sent > pr.snap_acked:
+                self._send_snapshot_chunk(m.frm, pr)  # the chunk or its ack was lost
+        elif pr.match < self.log.last_index():
+            self._send_append(m.frm, pr, True)
+        if m.read_seq:
+            self._reads.ack(m.frm, m.read_seq)
+            self._release_confirmed_reads()
+
+    def _broadcast_heartbeat(self) -> None:
+        seq = self._reads.start_round()
+        commit = self.commit
+        for peer, pr in self.progress.items():
+            if peer != self.id:
+                c = pr.match if pr.match < commit else commit
+                self._msgs.append(Message(_HEARTBEAT, peer, self.id, self.term, commit=c, read_seq=seq))
+        if len(self.voters) == 1:
+            self._release_confirmed_reads()
+
+    def _maybe_commit(self) -> bool:
+        progress = self.progress
+        matches = sorted((progress[v].match for v in self.voters if v in progress), reverse=True)
+        if len(matches) < len(self.voters):
+            matches.extend([0] * (len(self.voters) - len(matches)))
+        if not matches:
+            return False
+        quorum_match = matches[len(matches) // 2]
+        # Only entries of our own term are committed by counting replicas
+        # (Figure 8 of the Raft paper); older ones commit with them.
+        if quorum_match > self.commit and self.log.term(quorum_match) == self.term:
+            first_in_term = self.log.term(self.commit) != self.term
+            self.commit = quorum_match
+            if first_in_term and self._reads_before_term_commit:
+                waiting, self._reads_before_term_commit = self._reads_before_term_commit, []
+                for ctx, requester in waiting:
+                    self._leader_read(ctx, requester)
+            return True
+        return False
+
+    def _leader_read(self, ctx: bytes, requester: str) -> None:
+        if self.log.term(self.commit) != self.term:
+            # Until an entry of our term commits we do not know the true
+            # commit index (it may be higher than ours).
+            self._reads_before_term_commit.append((ctx, requester))
+            return
+        if len(self.voters) == 1 and self.id in self.voters:
+            self._answer_read(ctx, requester, self.commit)
+            return
+        if self._reads.add(ctx, requester, self.commit):
+            self._broadcast_heartbeat()
+
+    def _release_confirmed_reads(self) -> None:
+        for read in self._reads.confirmed(self.id, self.voters):
+            self._answer_read(read.ctx, read.requester, read.index)
+        if not self._reads.outstanding and len(self._reads):
+            self._broadcast_heartbeat()
+
+    def _answer_read(self, ctx: bytes, requester: str, index: int) -> None:
+        if requester == self.id:
+            self._read_states.append(ReadState(ctx, index))
+        else:
+            self._send(Message(MsgType.READ_INDEX_RESP, requester, self.id, self.term, index=index, context=ctx))
+
+    def _start_transfer(self, target: str) -> None:
+        if target == self.id or target == self._transferee:
+            return
+        self._transferee = target
+        self._election_elapsed = 0  # the transfer aborts after one election timeout
+        pr = self.progress[target]
+        if pr.match == self.log.last_index():
+            self._send(Message(MsgType.TIMEOUT_NOW, target, self.id, self.term))
+        else:
+            self._send_append(target, pr, True)
+
+    # ------------------------------------------------------------------
+    # membership
+    # ------------------------------------------------------------------
+    def _apply_conf_entry(self, e: Entry) -> None:
+        try:
+            conf = apply_conf_change(self.conf_state(), decode_conf_change(e.data))
+        except InvalidConfChange:
+            return  # every node skips the same invalid entry, so they stay in agreement
+        self.voters, self.learners = conf.voters, conf.learners
+        if self.role is not _LEADER:
+            return
+        if self.id not in self.voters:
+            self._become_follower(self.term, None)
+            return
+        last = self.log.last_index()
+        members = set(self.voters) | set(self.learners)
+        for peer in list(self.progress):
+            if peer not in members:
+                del self.progress[peer]
+        for peer in self.voters + self.learners:
+            pr = self.progress.get(peer)
+            if pr is None:
+                self.progress[peer] = pr = Progress(last + 1, self._cfg.max_inflight_msgs)
+                self._bcast_entries = True
+            pr.is_learner = peer in self.learners
+        if self._transferee is not None and self._transferee not in self.voters:
+            self._transferee = None
+        if self._maybe_commit():
+            self._bcast_commit = True
+        self._release_confirmed_reads()
+
+    # ------------------------------------------------------------------
+    def _send(self, m: Message) -> None:
+        self._msgs.append(m)
