@@ -931,3 +931,32 @@ def test_e2e_transfer_leadership(cluster: LocalCluster) -> None:
         # The client follows: its next write lands even though the leader moved.
         assert c.put("after-transfer", "x").revision > 0
         assert c.status().leader_id == new_leader
+
+
+def test_e2e_client_rides_over_a_leader_crash(make_cluster: Callable[..., LocalCluster]) -> None:
+    cluster = make_cluster()
+    key = "counter"
+
+    async def go() -> None:
+        async with AsyncClient(cluster.endpoints, timeout=2.0, retries=8) as c:
+            await c.put(key, "0")
+            leader_endpoint = await c.discover_leader()
+            assert leader_endpoint is not None
+            killed = next(n.node_id for n in cluster.nodes if n.url == leader_endpoint)
+            cluster.kill(killed)
+            acked, unknown = 0, 0
+            for _ in range(20):
+                try:
+                    await c.txn([], [Op.add(key, 1)])
+                    acked += 1
+                except OutcomeUnknown:
+                    unknown += 1
+            kv = await c.get(key)
+            assert kv is not None and kv.value is not None
+            # Retries reuse the idempotency key, so nothing is applied twice:
+            # every acknowledged add is there, at most the unknown ones on top.
+            assert acked <= int(kv.value) <= acked + unknown
+            assert acked >= 18
+            assert c.leader_endpoint not in (None, leader_endpoint)
+
+    asyncio.run(go())
