@@ -119,3 +119,82 @@ def test_response_schemas_accept_contract_examples(spec: dict[str, Any]) -> None
     )
     assert not schema_validator(spec, "Error").is_valid({"error": {"code": "NoLeader", "message": "m"}})
     assert not schema_validator(spec, "ListResponse").is_valid({"revision": 3, "kvs": []})
+
+
+# ---------------------------------------------------------------- a real cluster answers as documented
+
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+import orjson  # noqa: E402
+
+from raftkv.local_cluster import LocalCluster  # noqa: E402
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def response_schema(spec: dict[str, Any], path: str, method: str, status: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(response object, JSON schema) documented for that path/method/status."""
+    response = spec["paths"][path][method]["responses"][str(status)]
+    if "$ref" in response:
+        response = spec["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    content = response.get("content", {})
+    schema = content.get("application/json", {}).get("schema", {})
+    return response, schema
+
+
+def check(spec: dict[str, Any], path: str, method: str, answer: tuple[int, dict[str, str], bytes]) -> Any:
+    status, headers, body = answer
+    assert str(status) in spec["paths"][path][method]["responses"], (method, path, status, body)
+    response, schema = response_schema(spec, path, method, status)
+    for name in response.get("headers", {}):
+        if name not in ("Idempotency-Replayed", "Retry-After"):
+            assert name in headers, (method, path, status, name)
+    if "application/json" not in response.get("content", {}):
+        return body
+    data = orjson.loads(body)
+    Draft202012Validator({"components": spec["components"], **schema}).validate(data)
+    return data
+
+
+def test_live_responses_match_the_spec(spec: dict[str, Any], cluster: LocalCluster) -> None:
+    base = cluster.endpoints[1]
+    kv = "/v1/kv/{key}"
+    put = check(spec, kv, "put", http("PUT", base + "/v1/kv/spec%2Fa", b"\xff\x00"))
+    check(spec, kv, "get", http("GET", base + "/v1/kv/spec/a"))
+    check(spec, kv, "get", http("GET", base + "/v1/kv/spec/none?consistency=serializable"))
+    stale = check(spec, kv, "put", http("PUT", base + "/v1/kv/spec/a", b"x", {"If-Match": '"999999"'}))
+    assert stale["error"]["mod_revision"] == put["kv"]["mod_revision"]
+    check(spec, kv, "put", http("PUT", base + "/v1/kv/spec/a", b"x", {"If-None-Match": "*"}))
+    check(spec, kv, "put", http("PUT", base + "/v1/kv/spec/b", b"text", {"Idempotency-Key": "spec-1"}))
+    status, headers, _ = http("PUT", base + "/v1/kv/spec/b", b"text", {"Idempotency-Key": "spec-1"})
+    assert status == 200 and headers.get("Idempotency-Replayed") == "true"
+    listed = check(spec, "/v1/kv", "get", http("GET", base + "/v1/kv?prefix=spec/&limit=1"))
+    assert listed["more"] is True and listed["kvs"][0]["encoding"] == "base64"
+    check(spec, "/v1/kv", "get", http("GET", base + "/v1/kv?prefix=spec/&keys_only=true"))
+    check(spec, "/v1/kv", "get", http("GET", base + "/v1/kv?limit=zero"))
+    txn = {"compare": [{"key": "spec/n", "target": "version", "cmp": "==", "value": 0}],
+           "success": [{"op": "add", "key": "spec/n", "delta": 3}, {"op": "get", "key": "spec/zz"},
+                       {"op": "delete", "key": "spec/zz"}], "failure": []}
+    ran = check(spec, "/v1/txn", "post", http("POST", base + "/v1/txn", orjson.dumps(txn)))
+    assert ran["succeeded"] is True
+    nan = {"success": [{"op": "add", "key": "spec/b", "delta": 1}]}
+    check(spec, "/v1/txn", "post", http("POST", base + "/v1/txn", orjson.dumps(nan)))
+    check(spec, "/v1/txn", "post", http("POST", base + "/v1/txn", b"{oops"))
+    check(spec, "/v1/txn", "post", http("POST", base + "/v1/txn", orjson.dumps({"bogus": []})))
+    check(spec, kv, "delete", http("DELETE", base + "/v1/kv/spec/none"))
+    check(spec, kv, "delete", http("DELETE", base + "/v1/kv/spec/a"))
+    check(spec, "/v1/kv", "delete", http("DELETE", base + "/v1/kv"))
+    check(spec, "/v1/kv", "delete", http("DELETE", base + "/v1/kv?prefix=spec/"))
+    check(spec, "/v1/status", "get", http("GET", base + "/v1/status"))
+    check(spec, "/healthz", "get", http("GET", base + "/healthz"))
+    check(spec, "/readyz", "get", http("GET", base + "/readyz"))
+    big_key = "k" * 5000
+    check(spec, kv, "put", http("PUT", base + "/v1/kv/" + big_key, b"v"))
