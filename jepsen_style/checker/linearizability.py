@@ -344,9 +344,12 @@ def _excerpt(part: list[Operation], linearized: list[Operation], stuck: Operatio
     # Operations that overlap the stuck one compete with it; the last few
     # linearized ones explain the state it saw.
     overlapping = [op for op in part if op is not stuck and op.call <= stuck.ret and op.ret >= stuck.call]
+    # Completed operations first: unknown outcomes overlap everything after
+    # their call and would crowd out the ones that matter.
+    overlapping.sort(key=lambda op: (not op.outcome_known, abs(op.call - stuck.call)))
     recent = linearized[-6:]
     chosen_ids: dict[int, Operation] = {id(stuck): stuck}
-    for op in sorted(overlapping, key=lambda op: abs(op.call - stuck.call)):
+    for op in overlapping:
         if len(chosen_ids) >= _EXCERPT_LIMIT - len(recent):
             break
         chosen_ids[id(op)] = op
