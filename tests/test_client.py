@@ -673,6 +673,22 @@ def test_sync_client_round_trip(scripted: ScriptedServer) -> None:
         c.put("k", "v")
 
 
+def test_transfer_follows_not_leader_to_the_leader(scripted: ScriptedServer, scripted2: ScriptedServer) -> None:
+    not_leader = ("json", (409, {"error": {"code": "not_leader", "message": "ask n2", "leader_id": "n2"}}, None))
+    scripted.script = [not_leader]
+    scripted2.script = [("json", (200, {"leader_id": "n1"}, None))]
+
+    async def go(c: AsyncClient) -> str:
+        # The client believes n1 leads; it was deposed before the request.
+        c._selector.mark_leader(scripted.url)
+        scripted.status_body = status_of("n1", "follower", "n2")
+        scripted2.status_body = status_of("n2", "leader", "n2")
+        return await c.transfer_leadership("n1")
+
+    assert run(go, [scripted.url, scripted2.url]) == "n1"
+    assert len(scripted2.requests("/v1/leadership")) == 1
+
+
 def test_transfer_is_not_resent_after_a_lost_response(scripted: ScriptedServer) -> None:
     scripted.script = [("drop", None)]
     with pytest.raises(OutcomeUnknown):

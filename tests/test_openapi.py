@@ -62,7 +62,11 @@ def test_spec_has_exactly_the_contract_operations(spec: dict[str, Any]) -> None:
 
 
 def test_every_error_response_uses_the_error_shape(spec: dict[str, Any]) -> None:
-    error_schemas = {"#/components/schemas/Error", "#/components/schemas/PreconditionFailedError"}
+    error_schemas = {
+        "#/components/schemas/Error",
+        "#/components/schemas/PreconditionFailedError",
+        "#/components/schemas/NotLeaderError",
+    }
     for path, item in spec["paths"].items():
         for method, op in item.items():
             if method not in HTTP_METHODS:

@@ -334,13 +334,20 @@ class AsyncClient:
         """Ask the cluster to hand leadership to node ``to`` (any caught-up
         voter when None); returns the new leader's node id."""
         body = orjson.dumps({} if to is None else {"to": to})
-        resp = await self._request(
-            "POST",
-            "/v1/leadership/transfer",
-            RequestKind.CONTROL,
-            body=body,
-            headers={"Content-Type": "application/json"},
-        )
+        for _ in range(2):
+            resp = await self._request(
+                "POST",
+                "/v1/leadership/transfer",
+                RequestKind.CONTROL,
+                body=body,
+                headers={"Content-Type": "application/json"},
+            )
+            if resp.status != 409 or parse_error(409, _json_or_none(resp))[0] != "not_leader":
+                break
+            # Only the leader can hand over; our idea of who leads was stale.
+            self._selector.forget_leader()
+            if await self.discover_leader() is None:
+                break
         self._raise_for_status(resp)
         obj = resp.json()
         leader_id = obj.get("leader_id") if isinstance(obj, dict) else None
