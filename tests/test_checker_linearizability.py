@@ -254,13 +254,13 @@ def sequential_register_runs(draw: st.DrawFn) -> list[Operation]:
     return ops
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(sequential_register_runs())
 def test_histories_from_a_sequential_run_are_linearizable(ops: list[Operation]) -> None:
     assert check(ops, keyed_register_model()).verdict == "linearizable"
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(sequential_register_runs(), st.data())
 def test_a_read_of_an_impossible_value_is_caught(ops: list[Operation], data: st.DataObject) -> None:
     reads = [i for i, o in enumerate(ops) if o.input[1] == "read"]
@@ -312,7 +312,7 @@ _small_register_op = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(_small_register_op, min_size=1, max_size=6))
 def test_agrees_with_brute_force_on_small_histories(ops: list[Operation]) -> None:
     model = register_model()
