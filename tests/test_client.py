@@ -30,7 +30,9 @@ from raftkv.client import (
     RequestRejected,
     Unavailable,
 )
+from raftkv.client.discovery import leader_endpoint
 from raftkv.client.models import (
+    NodeStatus,
     parse_delete,
     parse_error,
     parse_get,
@@ -345,6 +347,7 @@ class ScriptedServer:
 
     script: list[Step] = field(default_factory=list)
     status_body: dict[str, Any] | None = None  # what GET /v1/status answers
+    status_delay: float = 0.0
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
 
@@ -361,6 +364,7 @@ class ScriptedServer:
             Seen(request.method, request.path, request.raw_path, dict(request.query), dict(request.headers), body)
         )
         if request.path == "/v1/status":
+            await asyncio.sleep(self.status_delay)
             if self.status_body is None:
                 return web.json_response({"error": {"code": "not_found", "message": "no"}}, status=404)
             return web.json_response(self.status_body)
@@ -661,6 +665,30 @@ def test_leader_known_only_through_a_follower(scripted: ScriptedServer, scripted
     assert leader == scripted2.url
     assert all_status[scripted.url].role == "follower"
     assert isinstance(list(all_status.values())[2], Exception)
+
+
+def test_discovery_does_not_wait_for_a_hung_node(scripted: ScriptedServer, scripted2: ScriptedServer) -> None:
+    scripted.status_body, scripted.status_delay = status_of("n1", "follower", "n2"), 1.5
+    scripted2.status_body = status_of("n2", "leader", "n2")
+
+    async def go(c: AsyncClient) -> tuple[str | None, float]:
+        started = time.monotonic()
+        leader = await c.discover_leader()
+        return leader, time.monotonic() - started
+
+    leader, took = run(go, [scripted.url, scripted2.url])
+    assert leader == scripted2.url and took < 0.5
+
+
+def test_leader_endpoint_rule() -> None:
+    def st(endpoint: str, node_id: str, role: str, leader_id: str | None) -> NodeStatus:
+        return parse_status(status_of(node_id, role, leader_id), endpoint)
+
+    follower = st("http://a", "n1", "follower", "n2")
+    assert leader_endpoint([follower], {}) is None
+    assert leader_endpoint([follower], {"n2": "http://b"}) == "http://b"
+    assert leader_endpoint([follower, st("http://c", "n3", "leader", "n3")], {"n2": "http://b"}) == "http://c"
+    assert leader_endpoint([st("http://a", "n1", "candidate", None)], {"n1": "http://a"}) is None
 
 
 def test_sync_client_round_trip(scripted: ScriptedServer) -> None:

@@ -14,7 +14,9 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from raftkv.client.discovery import leader_endpoint
 from raftkv.client.errors import (
+    ClientError,
     InvalidResponse,
     NotFound,
     OutcomeUnknown,
@@ -147,6 +149,7 @@ class AsyncClient:
         self._session: aiohttp.ClientSession | None = None
         self._next_discovery = 0.0
         self._discovery_lock: asyncio.Lock | None = None
+        self._node_endpoints: dict[str, str] = {}  # node id -> endpoint, from statuses
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -359,21 +362,33 @@ class AsyncClient:
         return leader_id
 
     async def discover_leader(self) -> str | None:
-        """Ask every endpoint who leads; remember and return the leader's endpoint."""
-        statuses = await asyncio.gather(
-            *(self._status_quick(e, DISCOVERY_TIMEOUT) for e in self.endpoints), return_exceptions=True
-        )
-        found = [s for s in statuses if isinstance(s, NodeStatus)]
-        return self._learn_leader(found)
+        """Ask every endpoint who leads; remember and return the leader's endpoint.
 
-    # -- transport ---------------------------------------------------------
+        Returns as soon as the answers so far name the leader, so one paused
+        or black-holed node does not delay every discovery by the timeout.
+        """
+        tasks = [asyncio.ensure_future(self._status_quick(e, DISCOVERY_TIMEOUT)) for e in self.endpoints]
+        seen: list[NodeStatus] = []
+        leader: str | None = None
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                try:
+                    seen.append(await next_done)
+                except (ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    continue
+                leader = self._learn_leader(seen)
+                if leader is not None:
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return leader
 
     def _learn_leader(self, statuses: list[NodeStatus]) -> str | None:
-        by_id = {s.node_id: s.endpoint for s in statuses}
-        leader = next((s.endpoint for s in statuses if s.is_leader), None)
-        if leader is None:
-            # A follower may know a leader whose own endpoint did not answer in time.
-            leader = next((by_id[s.leader_id] for s in statuses if s.leader_id in by_id), None)
+        for s in statuses:
+            self._node_endpoints[s.node_id] = s.endpoint
+        leader = leader_endpoint(statuses, self._node_endpoints)
         if leader is not None:
             self._selector.mark_leader(leader)
         return leader
