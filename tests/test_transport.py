@@ -282,6 +282,9 @@ async def test_oversized_frame_closes_the_connection() -> None:
     a.set_peer_addr("b", b.listen_addr)
     with pytest.raises(ValueError, match="exceeds the frame limit"):
         a.send("b", b"x" * 1025)
+    with pytest.raises(TypeError, match="bytes"):
+        a.send("b", "text")  # type: ignore[arg-type]
+    assert a.stats()["b"]["queued"] == 0
     await a.stop()
     await b.stop()
 

@@ -104,6 +104,10 @@ def test_gap_and_compacted_appends_are_refused_without_losing_anything(tmp_path:
             wal.append(records(3, 4))
         with pytest.raises(ValueError, match="invalid hard state"):
             wal.set_hard_state(-1, None, 0)
+        with pytest.raises(ValueError, match="vote must be"):
+            wal.set_hard_state(1, 2, 0)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="invalid log record"):
+            wal.append([LogRecord(6, 1, 0, "text")])  # type: ignore[arg-type]
         wal.append(records(6, 6))
         wal.sync()
     with reopen(tmp_path) as wal:

@@ -73,6 +73,8 @@ def encode_record(rtype: RecordType, body: bytes) -> bytes:
 
 
 def encode_hard_state(state: HardState) -> bytes:
+    if state.vote is not None and not isinstance(state.vote, str):
+        raise ValueError(f"invalid hard state {state!r}: vote must be a node id string or None")
     vote = b"" if state.vote is None else state.vote.encode("utf-8")
     try:
         fixed = HARD_STATE_FIXED.pack(state.term, state.commit, state.vote is not None)

@@ -86,6 +86,7 @@ class _PeerLink:
     connected_at: float = 0.0
     task: asyncio.Task[None] | None = None
     monitor: asyncio.Task[None] | None = None
+    retired: bool = False  # removed or stopped: must not reconnect
 
 
 class TcpTransport:
@@ -159,6 +160,9 @@ class TcpTransport:
             await asyncio.gather(*pending, return_exceptions=True)
             self._inbound -= pending
             self._retired -= pending
+            # A connection accepted just before the listener closed starts its
+            # handler on a later loop iteration; let it appear and be cancelled.
+            await asyncio.sleep(0)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -170,6 +174,8 @@ class TcpTransport:
         if link is None or self._stopping:
             self.unknown_peer_drops += link is None
             return
+        if not isinstance(payload, bytes):
+            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
         size = len(payload)
         if size > self.max_frame_bytes:
             raise ValueError(f"message of {size} bytes exceeds the frame limit of {self.max_frame_bytes}")
@@ -229,6 +235,7 @@ class TcpTransport:
         link.task = asyncio.create_task(self._run_link(link), name=f"transport {self.node_id}->{link.peer_id}")
 
     def _retire(self, link: _PeerLink) -> None:
+        link.retired = True
         for task in (link.task, link.monitor):
             if task is not None and not task.done():
                 task.cancel()
@@ -241,6 +248,16 @@ class TcpTransport:
         link.queued_bytes = 0
 
     async def _run_link(self, link: _PeerLink) -> None:
+        while True:
+            try:
+                await self._run_link_once(link)
+            except Exception as exc:
+                # A bug here must not silently end all traffic to this peer.
+                log.exception("%s -> %s: link task failed; restarting it", self.node_id, link.peer_id)
+                self._drop_connection(link, f"internal error: {exc!r}")
+                await asyncio.sleep(self._backoff_max)
+
+    async def _run_link_once(self, link: _PeerLink) -> None:
         while True:
             writer = link.writer
             if writer is None:
@@ -266,14 +283,23 @@ class TcpTransport:
                 if link.writer is writer:
                     self._drop_connection(link, f"write failed: {exc!r}")
                 continue
-            link.sent += count
+            if link.writer is writer:
+                link.sent += count
+            else:
+                link.dropped += count  # the connection died while draining
 
     async def _connect(self, link: _PeerLink) -> None:
         host, port = link.addr
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+            # Not wait_for: in 3.11 it can swallow a cancellation that races
+            # with the connection completing, and stop() would wait forever.
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_connection(host, port)
+        except (OSError, TimeoutError) as exc:
             self._note_error(link, f"connect to {host}:{port} failed: {exc!r}")
+            return
+        if link.retired:
+            writer.transport.abort()
             return
         _set_nodelay(writer)
         writer.write(self._hello_frame)
