@@ -1,0 +1,338 @@
+"""The Ready loop: the only code that moves data between the Raft core, the
+WAL, the snapshot store, the transport and the state machine.
+
+It runs as one task on the node's asyncio loop. Each turn hands the callers
+that queued up since the last turn to the core in one call, then takes one
+Ready and works through it in the order Raft needs: persist (one fsync for
+everything the Ready carries -- group commit), send, apply, advance. The
+fsync runs on a worker thread so the loop keeps accepting requests while the
+disk works; they all ride in the next Ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+from raftkv.engine import StateMachine
+from raftkv.engines.native.entry_codec import EntryFormatError, unframe
+from raftkv.engines.native.recovery import snapshot_meta_to_json
+from raftkv.engines.native.requests import ProposalBook, ReadBook
+from raftkv.errors import EngineStoppedError, NoLeaderError
+from raftkv.raft.codec import encode_message
+from raftkv.raft.core import RaftCore
+from raftkv.raft.ready import Ready
+from raftkv.raft.types import EntryKind, ProposalDropped, Role, Snapshot, SnapshotMeta
+from raftkv.storage import WAL, LogRecord, SnapshotStore
+
+log = logging.getLogger(__name__)
+
+SendMessage = Callable[[str, bytes], None]
+_NORMAL = EntryKind.NORMAL
+_LEADER = Role.LEADER
+_SEQ_BYTES = 8
+
+
+class RaftDriver:
+    def __init__(
+        self,
+        core: RaftCore,
+        wal: WAL,
+        snapshots: SnapshotStore,
+        machine: StateMachine,
+        send: SendMessage,
+        proposals: ProposalBook,
+        reads: ReadBook,
+        *,
+        origin_prefix: bytes,
+        snapshot_every: int,
+        snapshot_retain: int,
+        snapshot_index: int,
+        stale_after: int | None,
+    ) -> None:
+        self.core = core
+        self.wal = wal
+        self.snapshots = snapshots
+        self.machine = machine
+        self.send = send
+        self.proposals = proposals
+        self.reads = reads
+        self.snapshot_every = snapshot_every
+        self.snapshot_retain = snapshot_retain
+        self._prefix = origin_prefix
+        self._seq_end = len(origin_prefix) + _SEQ_BYTES
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.failure: BaseException | None = None
+        self.applied = core.applied
+        self.snapshot_index = snapshot_index
+        # See recovery.Recovery.stale_after: WAL compaction waits until the
+        # next append has overwritten these entries.
+        self._stale_after = stale_after
+        self._durable_term_vote = (core.term, core.vote)
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._snapshot_saved: Snapshot | None = None
+        # One thread each: WAL writes stay ordered, and a slow snapshot
+        # write never holds up the WAL's fsync.
+        self._wal_thread = ThreadPoolExecutor(1, thread_name_prefix=f"wal-{core.id}")
+        self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix=f"snapshot-{core.id}")
+        self.readies = 0
+        self.syncs = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Process Readys until stopped; a storage failure stops the node."""
+        try:
+            await self._loop()
+        except Exception as exc:
+            self.failure = exc
+            log.critical("node %s: the Raft driver failed; the node stops serving", self.core.id, exc_info=True)
+            raise
+        finally:
+            stopped = EngineStoppedError(
+                "the engine stopped" if self.failure is None else f"the engine failed: {self.failure!r}"
+            )
+            self.proposals.fail_all(stopped)
+            self.reads.fail_all(stopped)
+            if self._snapshot_task is not None:
+                await asyncio.gather(self._snapshot_task, return_exceptions=True)
+            self._wal_thread.shutdown(wait=True)
+            self._snapshot_thread.shutdown(wait=True)
+
+    async def _loop(self) -> None:
+        core = self.core
+        wake = self._wake
+        while not self._stopping:
+            self._submit_requests()
+            if self._snapshot_saved is not None:
+                await self._finish_own_snapshot()
+                continue
+            if not core.has_ready():
+                wake.clear()
+                await wake.wait()
+                continue
+            synced = await self._process(core.ready())
+            if not synced:
+                # Let HTTP handlers and peer messages in between Readys that
+                # did not wait for the disk.
+                await asyncio.sleep(0)
+
+    # ------------------------------------------------------------ requests
+
+    def _submit_requests(self) -> None:
+        core = self.core
+        proposals = self.proposals
+        if proposals.has_queued:
+            data, seqs = proposals.take_queued()
+            leading = core.role is _LEADER
+            first_index = core.log.last_index() + 1
+            try:
+                core.propose_batch(data)
+            except ProposalDropped as exc:
+                proposals.fail(seqs, NoLeaderError(f"not submitted: {exc}"))
+            else:
+                if leading:
+                    proposals.placed_at(seqs, first_index)
+        reads = self.reads
+        if reads.has_queued:
+            ctx = reads.start_round()
+            if ctx is not None:
+                self._read_index(ctx)
+
+    def _read_index(self, ctx: bytes) -> None:
+        try:
+            self.core.read_index(ctx)
+        except ProposalDropped as exc:
+            self.reads.fail_round(ctx, NoLeaderError(f"read not submitted: {exc}"))
+
+    # ---------------------------------------------------------------- Ready
+
+    async def _process(self, rd: Ready) -> bool:
+        """Work through one Ready; True if it waited for the disk."""
+        core = self.core
+        wal = self.wal
+        self.readies += 1
+        waited = False
+        if rd.snapshot is not None:
+            await self._persist_received_snapshot(rd.snapshot)
+            waited = True
+        hard = rd.hard_state
+        term_vote_changed = hard is not None and (hard.term, hard.vote) != self._durable_term_vote
+        # A leader may send its appends before its own fsync (Raft thesis
+        # 10.2.1): it counts itself towards a commit only after advance(),
+        # i.e. once durable. Nothing it sends promises anything else that is
+        # not yet on disk, unless its term or vote changed in this Ready.
+        send_early = core.role is _LEADER and not term_vote_changed and rd.snapshot is None
+        if send_early:
+            self._send_all(rd)
+        compact_to = 0
+        if rd.entries:
+            if self._stale_after is not None and rd.entries[0].index <= self._stale_after + 1:
+                compact_to = self._stale_after  # this append overwrites the stale tail
+                self._stale_after = None
+            wal.append(cast(list[LogRecord], rd.entries))
+        if hard is not None:
+            wal.set_hard_state(hard.term, hard.vote, hard.commit)
+        if compact_to:
+            await self._in_wal_thread(wal.compact, compact_to)
+            waited = True
+        elif rd.must_sync:
+            await self._in_wal_thread(wal.sync)
+            self.syncs += 1
+            waited = True
+        if hard is not None:
+            self._durable_term_vote = (hard.term, hard.vote)
+        if not send_early:
+            self._send_all(rd)
+        if rd.snapshot is not None:
+            self._apply_snapshot(rd.snapshot)
+        if rd.committed_entries:
+            self._apply_entries(rd)
+        for read_state in rd.read_states:
+            self.reads.confirmed(read_state.ctx, read_state.index, self.applied)
+        core.advance(rd)
+        self.reads.applied(self.applied)
+        if rd.soft_state is not None:
+            self._leader_changed()
+        self._maybe_snapshot()
+        return waited
+
+    def _send_all(self, rd: Ready) -> None:
+        send = self.send
+        for m in rd.messages:
+            send(m.to, encode_message(m))
+        rd.messages = []
+
+    async def _in_wal_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._wal_thread, fn, *args)
+
+    def _apply_entries(self, rd: Ready) -> None:
+        machine_apply = self.machine.apply
+        prefix = self._prefix
+        seq_end = self._seq_end
+        proposals = self.proposals
+        overwritten: list[int] = []
+        applied = self.applied
+        for entry in rd.committed_entries:
+            index = entry.index
+            if index <= applied:
+                continue  # covered by a snapshot installed meanwhile
+            applied = index
+            data = entry.data
+            if entry.kind != _NORMAL or not data:
+                # A membership change (the core applies it) or a new leader's no-op.
+                lost = proposals.applied(index, None, None)
+            elif data.startswith(prefix):
+                seq = int.from_bytes(data[len(prefix) : seq_end], "big")
+                lost = proposals.applied(index, seq, machine_apply(data[seq_end:]))
+            else:
+                try:
+                    framed = unframe(data)
+                except EntryFormatError as exc:
+                    # Every replica skips the same entry, so they stay identical.
+                    log.error("node %s: skipping entry %d: %s", self.core.id, index, exc)
+                    lost = proposals.applied(index, None, None)
+                else:
+                    machine_apply(framed.command)
+                    lost = proposals.applied(index, None, None)
+            if lost is not None:
+                overwritten.append(lost)
+        self.applied = applied
+        if overwritten:
+            proposals.fail(
+                overwritten,
+                NoLeaderError(
+                    "leadership changed and another entry was committed in this write's place; "
+                    "it was not applied and never will be"
+                ),
+            )
+
+    # ------------------------------------------------------------ snapshots
+
+    async def _persist_received_snapshot(self, snapshot: Snapshot) -> None:
+        if self._snapshot_task is not None:
+            # The store takes one writer at a time, and our own older
+            # snapshot is obsolete anyway.
+            await asyncio.gather(self._snapshot_task, return_exceptions=True)
+        self._snapshot_saved = None
+        meta = snapshot.meta
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._snapshot_thread, self.snapshots.save, snapshot_meta_to_json(meta), snapshot.data
+        )
+        if self.wal.last_index > meta.index:
+            # Our old log went past the snapshot; those entries are not the
+            # leader's. Compacting now would keep them on disk after the
+            # compaction point, where a restart would believe them.
+            self._stale_after = meta.index
+        else:
+            await self._in_wal_thread(self.wal.compact, meta.index)
+        self.snapshot_index = meta.index
+
+    def _apply_snapshot(self, snapshot: Snapshot) -> None:
+        self.machine.restore(snapshot.data)
+        self.applied = snapshot.meta.index
+        self.proposals.forget_through(snapshot.meta.index)
+        log.info("node %s: installed a snapshot at index %d from the leader", self.core.id, snapshot.meta.index)
+
+    def _maybe_snapshot(self) -> None:
+        if self._snapshot_task is not None or self.applied - self.snapshot_index < self.snapshot_every:
+            return
+        meta = self.core.applied_snapshot_meta()
+        # Taken right after advance(), so the state machine is exactly at meta.index.
+        snapshot = Snapshot(meta, self.machine.snapshot())
+        self._snapshot_task = asyncio.create_task(
+            self._save_own_snapshot(snapshot), name=f"snapshot {self.core.id}@{meta.index}"
+        )
+
+    async def _save_own_snapshot(self, snapshot: Snapshot) -> None:
+        meta = snapshot.meta
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._snapshot_thread, self.snapshots.save, snapshot_meta_to_json(meta), snapshot.data
+            )
+        except Exception:
+            log.exception("node %s: saving a snapshot at index %d failed", self.core.id, meta.index)
+            # Try again after another snapshot_every entries, not at once.
+            self.snapshot_index = max(self.snapshot_index, meta.index)
+            self._snapshot_task = None
+            return
+        self._snapshot_saved = snapshot
+        self._wake.set()
+
+    async def _finish_own_snapshot(self) -> None:
+        snapshot = self._snapshot_saved
+        assert snapshot is not None
+        self._snapshot_saved = None
+        self._snapshot_task = None
+        meta: SnapshotMeta = snapshot.meta
+        if meta.index <= self.snapshot_index:
+            return
+        try:
+            self.core.snapshot_taken(meta, snapshot.data, retain_entries=self.snapshot_retain)
+        except ValueError as exc:
+            # A snapshot from the leader overtook ours while it was written.
+            log.info("node %s: dropping our snapshot at %d: %s", self.core.id, meta.index, exc)
+            return
+        self.snapshot_index = meta.index
+        if self._stale_after is None:
+            await self._in_wal_thread(self.wal.compact, meta.index)
+        log.info("node %s: snapshot at index %d saved; WAL compacted", self.core.id, meta.index)
+
+    # ------------------------------------------------------------- leaders
+
+    def _leader_changed(self) -> None:
+        # The old leader forgot the ReadIndex rounds it had not confirmed; ask
+        # the new one (or fail fast, reads are always safe to retry).
+        for ctx in self.reads.in_flight:
+            self._read_index(ctx)

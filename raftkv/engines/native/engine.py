@@ -1,0 +1,333 @@
+"""NativeEngine: our own Raft (raftkv.raft) behind the Engine interface.
+
+Everything runs on the node's asyncio loop -- the HTTP API, the transport,
+the ticker and the Ready loop -- so the state machine needs no lock; only
+fsyncs and snapshot writes go to worker threads (see driver.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from raftkv.config import NodeConfig, parse_host_port
+from raftkv.engine import Engine, EngineStatus, Member, StateMachine
+from raftkv.engines.native.driver import RaftDriver
+from raftkv.engines.native.entry_codec import origin_prefix
+from raftkv.engines.native.recovery import recover, snapshot_meta_from_json
+from raftkv.engines.native.requests import ProposalBook, ReadBook
+from raftkv.errors import (
+    EngineStoppedError,
+    NoLeaderError,
+    NotLeaderError,
+    OutcomeUnknownError,
+    ReadTimeoutError,
+)
+from raftkv.raft.codec import CodecError, decode_message
+from raftkv.raft.core import RaftCore
+from raftkv.raft.types import ProposalDropped, RaftConfig, Role
+from raftkv.storage import WAL, SnapshotStore
+from raftkv.transport.tcp import TcpTransport
+
+log = logging.getLogger(__name__)
+
+_ROLE_NAMES = {
+    Role.LEADER: "leader",
+    Role.FOLLOWER: "follower",
+    Role.CANDIDATE: "candidate",
+    Role.PRE_CANDIDATE: "candidate",
+}
+
+
+@dataclass(frozen=True)
+class NativeOptions:
+    """Timing and snapshot knobs; docs/native-engine.md argues the defaults."""
+
+    tick_ms: int = 50
+    heartbeat_ticks: int = 1
+    election_ticks: int = 6  # the core randomizes each timeout to [6, 12) ticks
+    snapshot_every: int = 10_000  # applied entries between snapshots
+    snapshot_retain: int = 5_000  # entries kept in memory after one, for slow followers
+    max_entries_per_msg: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.tick_ms < 1:
+            raise ValueError(f"tick_ms must be at least 1, got {self.tick_ms}")
+        if self.snapshot_every < 1 or self.snapshot_retain < 0:
+            raise ValueError("snapshot_every must be >= 1 and snapshot_retain >= 0")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> NativeOptions:
+        """Options from RAFTKV_TICK_MS, RAFTKV_ELECTION_TICKS, RAFTKV_SNAPSHOT_EVERY."""
+        values: dict[str, int] = {}
+        for field_name, var in (
+            ("tick_ms", "RAFTKV_TICK_MS"),
+            ("election_ticks", "RAFTKV_ELECTION_TICKS"),
+            ("snapshot_every", "RAFTKV_SNAPSHOT_EVERY"),
+        ):
+            text = environ.get(var)
+            if text is None:
+                continue
+            try:
+                values[field_name] = int(text)
+            except ValueError:
+                raise ValueError(f"{var} must be an integer, got {text!r}") from None
+        return cls(**values)
+
+
+class NativeEngine(Engine):
+    name = "native"
+
+    def __init__(self, config: NodeConfig, machine: StateMachine, options: NativeOptions | None = None) -> None:
+        self.config = config
+        self.options = options if options is not None else NativeOptions.from_env()
+        self._machine = machine
+        self._id = config.node_id
+        self._members = [Member(id=nid, peer_addr=addr) for nid, addr in sorted(config.peers.items())]
+        self._core: RaftCore | None = None
+        self._driver: RaftDriver | None = None
+        self._transport: TcpTransport | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wal: WAL | None = None
+        self._proposals: ProposalBook | None = None
+        self._reads = ReadBook()
+        self._stopped = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._core is not None or self._stopped:
+            raise RuntimeError("a NativeEngine starts once")
+        config, options = self.config, self.options
+        data_dir = config.data_dir
+        snapshots = SnapshotStore(data_dir / "snapshots")
+        loaded = await asyncio.to_thread(snapshots.load_latest)
+        snapshot_meta = None
+        if loaded is not None:
+            snapshot_meta = snapshot_meta_from_json(loaded[0])
+            self._machine.restore(loaded[1])
+        wal = await asyncio.to_thread(WAL.open, data_dir / "wal")
+        try:
+            recovery = recover(snapshot_meta, wal.recovered)
+            raft_config = RaftConfig(
+                node_id=self._id,
+                voters=tuple(sorted(config.peers)),
+                election_ticks=options.election_ticks,
+                heartbeat_ticks=options.heartbeat_ticks,
+                max_entries_per_msg=options.max_entries_per_msg,
+            )
+            core = RaftCore(raft_config, random.Random(), recovery.restored)
+            if loaded is not None and snapshot_meta is not None:
+                core.snapshot_taken(snapshot_meta, loaded[1])  # so we can send it to laggards
+            if recovery.compact_to:
+                await asyncio.to_thread(wal.compact, recovery.compact_to)
+        except BaseException:
+            wal.close()
+            raise
+        # A random start-up id in the stamp: sequence numbers restart at 1 after
+        # a restart, and must never match an entry proposed before it.
+        prefix = origin_prefix(f"{self._id}/{random.getrandbits(64):016x}".encode())
+        self._proposals = ProposalBook(prefix)
+        transport = TcpTransport(
+            self._id,
+            listen_addr=parse_host_port(config.peer_addr),
+            peer_addrs={
+                nid: parse_host_port(addr) for nid, addr in config.peers.items() if nid != self._id
+            },
+            on_message=self._on_peer_message,
+        )
+        driver = RaftDriver(
+            core,
+            wal,
+            snapshots,
+            self._machine,
+            transport.send,
+            self._proposals,
+            self._reads,
+            origin_prefix=prefix,
+            snapshot_every=options.snapshot_every,
+            snapshot_retain=options.snapshot_retain,
+            snapshot_index=snapshot_meta.index if snapshot_meta is not None else 0,
+            stale_after=recovery.stale_after,
+        )
+        try:
+            await transport.start()
+        except BaseException:
+            wal.close()
+            raise
+        self._core, self._driver, self._transport, self._wal = core, driver, transport, wal
+        self._tasks = [
+            asyncio.create_task(self._run_driver(driver), name=f"raft driver {self._id}"),
+            asyncio.create_task(self._tick(core, driver), name=f"raft ticker {self._id}"),
+        ]
+        log.info(
+            "node %s: native engine started at term %d, log %d..%d, snapshot %s",
+            self._id, core.term, core.log.offset, core.log.last_index(),
+            snapshot_meta.index if snapshot_meta is not None else "none",
+        )
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        driver, transport, wal = self._driver, self._transport, self._wal
+        if driver is None:
+            return
+        driver.request_stop()
+        ticker = self._tasks[1]
+        ticker.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        assert transport is not None and wal is not None
+        await transport.stop()
+        await asyncio.to_thread(wal.close)
+
+    async def _run_driver(self, driver: RaftDriver) -> None:
+        try:
+            await driver.run()
+        except Exception:
+            # Already logged by the driver. Without durable storage this node
+            # must not take part in Raft any more: go silent, like a crash.
+            self._stopped = True
+            self._tasks[1].cancel()
+            if self._transport is not None:
+                await self._transport.stop()
+
+    async def _tick(self, core: RaftCore, driver: RaftDriver) -> None:
+        interval = self.options.tick_ms / 1000
+        # One tick per sleep, never a burst to "catch up": a loop that was
+        # stalled must not count the stall as silence from the leader.
+        while True:
+            await asyncio.sleep(interval)
+            core.tick()
+            driver.wake()
+
+    def _on_peer_message(self, sender: str, payload: bytes) -> None:
+        core, driver = self._core, self._driver
+        if core is None or driver is None or self._stopped:
+            return
+        try:
+            message = decode_message(payload)
+        except CodecError as exc:
+            log.warning("node %s: dropping an undecodable message from %s: %s", self._id, sender, exc)
+            return
+        if message.to != self._id or message.frm != sender:
+            log.warning(
+                "node %s: dropping a message from %s addressed %s -> %s", self._id, sender, message.frm, message.to
+            )
+            return
+        core.step(message)
+        driver.wake()
+
+    # ------------------------------------------------------------- requests
+
+    def _running(self) -> tuple[RaftCore, RaftDriver]:
+        core, driver = self._core, self._driver
+        if core is None or driver is None or self._stopped:
+            raise EngineStoppedError("the engine is not running")
+        return core, driver
+
+    async def propose(self, command: bytes, timeout: float) -> Any:
+        core, driver = self._running()
+        if core.leader_id is None:
+            raise NoLeaderError("no leader is known; nothing was submitted")
+        proposals = self._proposals
+        assert proposals is not None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        seq = proposals.add(command, future)
+        driver.wake()
+        timer = loop.call_later(timeout, _expire_proposal, proposals, seq, timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    async def read_fence(self, timeout: float) -> None:
+        core, driver = self._running()
+        if core.leader_id is None:
+            raise NoLeaderError("no leader is known; the read was not submitted")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._reads.add(future)
+        driver.wake()
+        timer = loop.call_later(timeout, _expire_read, future, timeout)
+        try:
+            await future
+        finally:
+            timer.cancel()
+
+    def status(self) -> EngineStatus:
+        core = self._core
+        if core is None:
+            return EngineStatus(self._id, "unknown", 0, None, 0, 0, self.name, list(self._members))
+        voters, learners = set(core.voters), set(core.learners)
+        addrs = self.config.peers
+        members = [
+            Member(id=nid, peer_addr=addrs.get(nid, ""), voter=nid in voters)
+            for nid in sorted(voters | learners)
+        ]
+        role = _ROLE_NAMES[core.role]
+        if self._id in learners:
+            role = "learner"
+        if self._stopped:
+            role = "unknown"
+        return EngineStatus(
+            node_id=self._id,
+            role=role,
+            term=core.term,
+            leader_id=core.leader_id if not self._stopped else None,
+            commit_index=core.commit,
+            applied_index=core.applied,
+            engine=self.name,
+            members=members,
+        )
+
+    async def transfer_leadership(self, target_id: str | None, timeout: float) -> None:
+        core, driver = self._running()
+        if target_id is not None and target_id not in core.voters:
+            raise ValueError(f"unknown node id {target_id!r}; voters: {sorted(core.voters)}")
+        old_leader = core.leader_id
+        if old_leader is None:
+            raise NoLeaderError("no leader is known; the transfer was not submitted")
+        if target_id == old_leader:
+            return
+        try:
+            # On a follower the core forwards the request to the leader.
+            core.transfer_leadership(target_id)
+        except ProposalDropped as exc:
+            raise NoLeaderError(str(exc)) from None
+        except ValueError as exc:
+            raise NotLeaderError(f"cannot transfer leadership: {exc}", old_leader) from None
+        driver.wake()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            await asyncio.sleep(self.options.tick_ms / 1000 / 5)
+            leader = core.leader_id
+            if leader is not None and leader != old_leader and target_id in (None, leader):
+                return
+        raise OutcomeUnknownError(f"leadership did not move within {timeout:g}s")
+
+    # ------------------------------------------------------------ inspection
+
+    def driver_stats(self) -> dict[str, int]:
+        driver = self._driver
+        if driver is None:
+            return {}
+        return {"readies": driver.readies, "syncs": driver.syncs, "applied": driver.applied}
+
+
+def _expire_proposal(proposals: ProposalBook, seq: int, timeout: float) -> None:
+    proposals.expire(
+        seq,
+        OutcomeUnknownError(f"no result within {timeout:g}s; the write may or may not have been applied"),
+    )
+
+
+def _expire_read(future: asyncio.Future[None], timeout: float) -> None:
+    if not future.done():
+        future.set_exception(ReadTimeoutError(f"could not confirm the read with a quorum within {timeout:g}s"))

@@ -1,0 +1,94 @@
+"""Rebuilding the Raft core's starting state from the newest snapshot and
+the WAL. Pure: it takes what storage read and decides what to keep.
+
+The WAL and the snapshot store are written separately, so a crash can leave
+them out of step; each case below names the window that produces it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from raftkv.raft.types import ConfState, Entry, HardState, RestoredState, SnapshotMeta
+from raftkv.storage.errors import StorageError
+from raftkv.storage.wal import RecoveredLog
+
+
+class RecoveryError(StorageError):
+    """The snapshot and the WAL do not fit together; starting could lose
+    acknowledged writes, so the node refuses to start."""
+
+
+@dataclass(frozen=True)
+class Recovery:
+    restored: RestoredState
+    # The WAL should be told entries up to here live in the snapshot (0: nothing to do).
+    compact_to: int
+    # The WAL still holds entries after this snapshot index that belong to a
+    # log the snapshot replaced; they must be overwritten by the next append
+    # before the WAL may be compacted (None: no such entries).
+    stale_after: int | None
+
+
+def snapshot_meta_to_json(meta: SnapshotMeta) -> dict[str, Any]:
+    return {
+        "index": meta.index,
+        "term": meta.term,
+        "voters": list(meta.conf.voters),
+        "learners": list(meta.conf.learners),
+    }
+
+
+def snapshot_meta_from_json(meta: dict[str, Any]) -> SnapshotMeta:
+    try:
+        index, term = meta["index"], meta["term"]
+        voters, learners = meta["voters"], meta.get("learners", [])
+    except KeyError as exc:
+        raise RecoveryError(f"snapshot metadata lacks {exc.args[0]!r}: {meta!r}") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (index, term)):
+        raise RecoveryError(f"snapshot index and term must be non-negative integers: {meta!r}")
+    if not isinstance(voters, list) or not isinstance(learners, list) or not all(
+        isinstance(n, str) and n for n in voters + learners
+    ):
+        raise RecoveryError(f"snapshot voters and learners must be lists of node ids: {meta!r}")
+    return SnapshotMeta(index, term, ConfState(tuple(voters), tuple(learners)))
+
+
+def recover(snapshot: SnapshotMeta | None, wal: RecoveredLog) -> Recovery:
+    stored = wal.hard_state
+    hard_state = HardState(stored.term, stored.vote, stored.commit) if stored is not None else HardState()
+    entries = [Entry(e.index, e.term, e.kind, e.data) for e in wal.entries]
+    if snapshot is None:
+        if wal.compacted_index > 0:
+            raise RecoveryError(
+                f"the WAL says entries up to {wal.compacted_index} live in a snapshot, "
+                "but there is no snapshot"
+            )
+        if entries and entries[0].index != 1:
+            raise RecoveryError(f"the WAL starts at index {entries[0].index} with no snapshot before it")
+        return Recovery(RestoredState(hard_state, None, entries), 0, None)
+
+    index = snapshot.index
+    if wal.compacted_index > index:
+        # The snapshot the WAL was compacted against is gone (set aside as
+        # corrupt?): the entries between the two are lost.
+        raise RecoveryError(
+            f"the WAL was compacted up to {wal.compacted_index} but the newest usable "
+            f"snapshot ends at {index}: entries in between are missing"
+        )
+    kept = [e for e in entries if e.index > index]
+    at_snapshot = next((e for e in entries if e.index == index), None)
+    if at_snapshot is not None and at_snapshot.term != snapshot.term:
+        # Crash after installing a leader's snapshot but before the next
+        # append overwrote our old, divergent log: what follows is not ours.
+        if kept:
+            return Recovery(RestoredState(hard_state, snapshot, []), 0, index)
+        return Recovery(RestoredState(hard_state, snapshot, []), index, None)
+    if kept and kept[0].index != index + 1:
+        raise RecoveryError(
+            f"the WAL resumes at index {kept[0].index} but the snapshot ends at {index}: "
+            "entries in between are missing"
+        )
+    compact_to = index if wal.compacted_index < index else 0
+    return Recovery(RestoredState(hard_state, snapshot, kept), compact_to, None)
