@@ -108,6 +108,7 @@ class RaftCore:
         self._forward_buf: list[Entry] = []
         self._bcast_entries = False
         self._bcast_commit = False
+        self._read_round_wanted = False
         self._ready_out = False
         self._prev_soft = SoftState(None, _FOLLOWER)
         self._prev_hard = HardState(hs.term, hs.vote, self.commit)
@@ -162,9 +163,9 @@ class RaftCore:
         """One membership change at a time; it takes effect on each node when
         that node applies the entry (see docs/raft-core.md)."""
         if self.role is _LEADER:
-            apply_conf_change(self.conf_state(), change)  # raises InvalidConfChange
             if self._pending_conf_index > self.applied:
                 raise ProposalDropped("a membership change is already pending; retry once it is applied")
+            apply_conf_change(self.conf_state(), change)  # raises InvalidConfChange
         self._propose_kind(_CONF, [encode_conf_change(change)])
 
     def step(self, m: Message) -> None:
@@ -212,7 +213,7 @@ class RaftCore:
             return False
         if self._msgs or self._read_states or self._pending_snapshot is not None:
             return True
-        if self._bcast_entries or self._bcast_commit or self._forward_buf:
+        if self._bcast_entries or self._bcast_commit or self._forward_buf or self._read_round_wanted:
             return True
         if self.log.unstable_from <= self.log.last_index() or self.commit > self._handed_applied:
             return True
@@ -354,9 +355,16 @@ class RaftCore:
         self._reads_before_term_commit = []
         self._bcast_entries = False
         self._bcast_commit = False
+        self._read_round_wanted = False
 
     def _become_follower(self, term: int, leader: str | None) -> None:
+        elapsed = self._election_elapsed
         self._reset(term)
+        if leader is None and self.role is not _LEADER:
+            # Merely learning a higher term (e.g. from a candidate whose log
+            # we refuse) must not postpone our own candidacy: otherwise a
+            # stale node that keeps campaigning starves the up-to-date ones.
+            self._election_elapsed = elapsed
         self.role = _FOLLOWER
         self.leader_id = leader
         self.progress = {}
@@ -638,6 +646,10 @@ class RaftCore:
 
     def _flush(self) -> None:
         """Turn batched intents into messages, once per Ready."""
+        if self._read_round_wanted:
+            self._read_round_wanted = False
+            if self.role is _LEADER and not self._reads.outstanding:
+                self._broadcast_heartbeat()
         if self._forward_buf:
             if self.leader_id is not None and self.role is not _LEADER:
                 self._send(Message(MsgType.PROP, self.leader_id, self.id, self.term, entries=self._forward_buf))
@@ -785,13 +797,14 @@ class RaftCore:
             self._answer_read(ctx, requester, self.commit)
             return
         if self._reads.add(ctx, requester, self.commit):
-            self._broadcast_heartbeat()
+            # Started at the next Ready, so reads arriving until then share it.
+            self._read_round_wanted = True
 
     def _release_confirmed_reads(self) -> None:
         for read in self._reads.confirmed(self.id, self.voters):
             self._answer_read(read.ctx, read.requester, read.index)
         if not self._reads.outstanding and len(self._reads):
-            self._broadcast_heartbeat()
+            self._read_round_wanted = True
 
     def _answer_read(self, ctx: bytes, requester: str, index: int) -> None:
         if requester == self.id:

@@ -1,0 +1,733 @@
+"""Scenario tests of RaftCore through plain function calls.
+
+A tiny in-test cluster runs the real driver contract (persist to the
+simulated storage, send, apply, advance) with full control over which
+messages are delivered, dropped or held back.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from raftkv.raft import (
+    ConfChange,
+    ConfState,
+    ConfChangeKind,
+    Entry,
+    HardState,
+    InvalidConfChange,
+    Message,
+    MsgType,
+    ProposalDropped,
+    RaftConfig,
+    RaftCore,
+    ReadState,
+    ReadyNotAdvanced,
+    Ready,
+    RestoredState,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+from raftkv.raft.log import RaftLog
+from raftkv.raft.sim.storage import SimStorage
+
+Filter = Callable[[Message], bool]
+
+
+class Cluster:
+    def __init__(self, voters: tuple[str, ...], learners: tuple[str, ...] = (), extra: tuple[str, ...] = (), **cfg: object) -> None:
+        self.cfg = cfg
+        self.voters = voters
+        self.learners = learners
+        self.storage: dict[str, SimStorage] = {}
+        self.cores: dict[str, RaftCore] = {}
+        self.applied: dict[str, list[Entry]] = {}
+        self.snapshots: dict[str, list[bytes]] = {}
+        self.read_states: dict[str, list[ReadState]] = {}
+        self.queue: list[Message] = []
+        self.sent: list[Message] = []
+        self.blocked: set[str] = set()
+        for i, node in enumerate(voters + learners + extra):
+            self.storage[node] = SimStorage()
+            self.applied[node] = []
+            self.snapshots[node] = []
+            self.read_states[node] = []
+            self._boot(node, RestoredState(), seed=i)
+
+    def _boot(self, node: str, restored: RestoredState, seed: int = 0) -> None:
+        config = RaftConfig(node, self.voters, self.learners, **self.cfg)  # type: ignore[arg-type]
+        self.cores[node] = RaftCore(config, random.Random(seed), restored)
+
+    def restore(self, node: str, entries: list[Entry], term: int) -> None:
+        """Start ``node`` from a given durable log (as after a restart)."""
+        st = self.storage[node]
+        st.entries = list(entries)
+        st.hard_state = HardState(term, None, 0)
+        self._boot(node, st.restored())
+
+    def restart(self, node: str) -> None:
+        self.applied[node] = []
+        self._boot(node, self.storage[node].restored(), seed=99)
+
+    def __getitem__(self, node: str) -> RaftCore:
+        return self.cores[node]
+
+    def process(self, node: str) -> None:
+        core = self.cores[node]
+        while core.has_ready():
+            rd = core.ready()
+            self.storage[node].persist(rd)
+            for m in rd.messages:
+                self.sent.append(m)
+                if m.frm not in self.blocked and m.to not in self.blocked:
+                    self.queue.append(m)
+            if rd.snapshot is not None:
+                self.snapshots[node].append(rd.snapshot.data)
+            self.applied[node].extend(rd.committed_entries)
+            self.read_states[node].extend(rd.read_states)
+            core.advance(rd)
+
+    def process_all(self) -> None:
+        for node in self.cores:
+            self.process(node)
+
+    def deliver(self, keep: Filter | None = None, max_rounds: int = 200) -> None:
+        """Deliver messages until quiet; ``keep`` False drops a message."""
+        for _ in range(max_rounds):
+            self.process_all()
+            if not self.queue:
+                return
+            batch, self.queue = self.queue, []
+            for m in batch:
+                if m.to in self.blocked or m.frm in self.blocked:
+                    continue
+                if keep is None or keep(m):
+                    self.cores[m.to].step(m)
+        raise AssertionError("cluster did not go quiet")
+
+    def tick(self, node: str, times: int = 1) -> None:
+        for _ in range(times):
+            self.cores[node].tick()
+
+    def tick_all(self, times: int = 1) -> None:
+        for _ in range(times):
+            for node in self.cores:
+                if node not in self.blocked:
+                    self.cores[node].tick()
+            self.deliver()
+
+    def elect(self, node: str) -> None:
+        core = self.cores[node]
+        for _ in range(100):
+            core.tick()
+            self.deliver()
+            if core.role is Role.LEADER:
+                self.deliver()
+                return
+        raise AssertionError(f"{node} did not become leader")
+
+    def leader(self) -> RaftCore:
+        leaders = [c for n, c in self.cores.items() if c.role is Role.LEADER and n not in self.blocked]
+        assert len(leaders) == 1, [c.status() for c in self.cores.values()]
+        return leaders[0]
+
+    def data_applied(self, node: str) -> list[bytes]:
+        return [e.data for e in self.applied[node] if e.data]
+
+
+def entries(*terms: int, start: int = 1) -> list[Entry]:
+    return [Entry(start + i, t, 0, f"e{start + i}t{t}".encode()) for i, t in enumerate(terms)]
+
+
+ABC = ("a", "b", "c")
+
+
+# ---------------------------------------------------------------------------
+# elections
+
+
+def test_first_election_makes_one_leader_and_commits_an_empty_entry() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    assert c["a"].role is Role.LEADER and c["a"].term == 1
+    for n in ("b", "c"):
+        assert c[n].role is Role.FOLLOWER and c[n].leader_id == "a" and c[n].term == 1
+    for n in ABC:
+        assert [(e.index, e.term, e.data) for e in c.applied[n]] == [(1, 1, b"")]
+
+
+def test_candidate_with_stale_log_loses() -> None:
+    c = Cluster(ABC, pre_vote=False)
+    c.restore("a", entries(1), term=1)
+    c.restore("b", entries(1, 1), term=1)
+    c.restore("c", entries(1, 1), term=1)
+    c.tick("a", 40)
+    c.deliver()
+    assert c["a"].role is not Role.LEADER
+    assert c["b"].vote != "a" and c["c"].vote != "a"
+
+
+def test_restarted_node_never_votes_twice_in_a_term() -> None:
+    c = Cluster(ABC, pre_vote=False, check_quorum=False)
+    vote_b = Message(MsgType.VOTE, "c", "b", 5, log_term=0, index=0)
+    c["c"].step(vote_b)
+    c.process("c")
+    assert c.storage["c"].hard_state.vote == "b"
+    c.restart("c")
+    c["c"].step(Message(MsgType.VOTE, "c", "a", 5, log_term=0, index=0))
+    c.process("c")
+    answers = [m for m in c.sent if m.frm == "c" and m.type == MsgType.VOTE_RESP]
+    assert [(m.to, m.reject) for m in answers] == [("b", False), ("a", True)]
+
+
+def test_prevote_keeps_a_partitioned_node_from_disrupting_on_rejoin() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c.blocked.add("c")
+    c["c"].tick()  # nothing crosses the partition
+    for _ in range(60):
+        c["c"].tick()
+        c.tick_all()
+    assert c["c"].term == 1, "a pre-candidate must not bump its term"
+    c.blocked.clear()
+    c.tick_all(5)
+    assert c.leader().id == "a" and c["a"].term == 1
+    assert c["c"].leader_id == "a"
+
+
+def test_without_prevote_a_rejoining_node_forces_a_new_term() -> None:
+    # The counterpart of the test above: proves the scenario is disruptive
+    # when PreVote and CheckQuorum are off.
+    c = Cluster(ABC, pre_vote=False, check_quorum=False)
+    c.elect("a")
+    c.blocked.add("c")
+    for _ in range(60):
+        c["c"].tick()
+        c.tick_all()
+    assert c["c"].term > 1
+    c.blocked.clear()
+    c.tick_all(30)
+    assert c.leader().term > 1
+
+
+def test_check_quorum_leader_steps_down_when_cut_off() -> None:
+    c = Cluster(ABC, election_ticks=10)
+    c.elect("a")
+    c.blocked.add("a")
+    for _ in range(25):
+        c["a"].tick()
+        c.process("a")
+    assert c["a"].role is Role.FOLLOWER and c["a"].leader_id is None
+
+
+def test_leader_stickiness_followers_ignore_votes_while_leader_is_alive() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c["b"].step(Message(MsgType.VOTE, "b", "c", 7, log_term=1, index=1))
+    c.process("b")
+    assert c["b"].term == 1 and c["b"].leader_id == "a"
+
+
+# ---------------------------------------------------------------------------
+# replication and commit
+
+
+def test_proposals_on_leader_and_follower_are_applied_everywhere_in_one_order() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c["a"].propose(b"x1")
+    c["b"].propose(b"x2")  # forwarded to the leader
+    c["a"].propose_batch([b"x3", b"x4"])
+    c.deliver()
+    c.tick_all(2)
+    expected = c.data_applied("a")
+    assert sorted(expected) == [b"x1", b"x2", b"x3", b"x4"]
+    for n in ABC:
+        assert c.data_applied(n) == expected
+        assert c[n].commit == c["a"].log.last_index()
+
+
+def test_proposal_without_a_known_leader_is_dropped_with_a_clear_error() -> None:
+    c = Cluster(ABC)
+    with pytest.raises(ProposalDropped, match="no leader"):
+        c["a"].propose(b"x")
+    with pytest.raises(ProposalDropped):
+        c["a"].read_index(b"r")
+
+
+def test_log_conflicts_are_repaired_with_few_round_trips() -> None:
+    c = Cluster(ABC, pre_vote=False, max_entries_per_msg=1000)
+    # b has a long tail from a term that never committed; a and c agree.
+    c.restore("a", entries(1, 1, 3, 3), term=3)
+    c.restore("b", entries(1, 1, *([2] * 50)), term=3)
+    c.restore("c", entries(1, 1, 3, 3), term=3)
+    c.elect("a")
+    c.tick_all(3)
+    for n in ABC:
+        assert [(e.index, e.term) for e in c[n].log.slice(1, c[n].log.last_index())] == [
+            (e.index, e.term) for e in c["a"].log.slice(1, c["a"].log.last_index())
+        ]
+    rejections = [m for m in c.sent if m.type == MsgType.APP_RESP and m.reject and m.frm == "b"]
+    # One rejection names term 2's start, so the leader jumps there at once.
+    assert 1 <= len(rejections) <= 2
+
+
+def test_figure8_entries_of_older_terms_are_not_committed_by_counting() -> None:
+    c = Cluster(ABC, pre_vote=False, max_entries_per_msg=1, max_inflight_msgs=1)
+    c.restore("a", entries(1, 2), term=3)
+    c.restore("b", entries(1), term=3)
+    c.restore("c", entries(1), term=3)
+    c.blocked.add("c")
+    leader = c["a"]
+    seen_old_replicated = False
+    for _ in range(200):
+        leader.tick() if leader.role is not Role.LEADER else None
+        c.process_all()
+        if not c.queue and leader.role is Role.LEADER and leader.commit >= 3:
+            break
+        # Deliver one message at a time to observe every intermediate state.
+        if c.queue:
+            m = c.queue.pop(0)
+            c[m.to].step(m)
+        if leader.role is Role.LEADER:
+            assert leader.commit != 2, "entry 2 (term 2) was committed by counting replicas"
+            if leader.progress["b"].match == 2 and leader.commit < 2:
+                seen_old_replicated = True
+    assert leader.role is Role.LEADER and leader.term == 4
+    assert seen_old_replicated, "the scenario never put term-2 entry on a majority"
+    assert leader.commit == 3
+
+
+def test_duplicated_and_reordered_messages_are_harmless() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    for i in range(5):
+        c["a"].propose(b"v%d" % i)
+    c.process_all()
+    batch, c.queue = c.queue, []
+    for m in reversed(batch + batch):
+        c[m.to].step(m)
+    c.deliver()
+    c.tick_all(3)
+    for n in ABC:
+        assert c.data_applied(n) == [b"v0", b"v1", b"v2", b"v3", b"v4"]
+
+
+def test_deposed_leader_learns_the_new_term_from_a_stale_append_answer() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c.blocked.add("a")
+    c.tick_all(40)
+    new_leader = c.leader()
+    assert new_leader.id != "a" and new_leader.term > 1
+    c.blocked.clear()
+    c["a"].tick()  # heartbeat of the old term
+    c.deliver()
+    assert c["a"].role is Role.FOLLOWER and c["a"].term == new_leader.term
+
+
+def test_pipelining_sends_several_appends_before_any_answer() -> None:
+    c = Cluster(ABC, max_entries_per_msg=2, max_inflight_msgs=3)
+    c.elect("a")
+    c.sent.clear()
+    c["a"].propose_batch([b"%d" % i for i in range(20)])
+    c.process("a")
+    to_b = [m for m in c.sent if m.to == "b" and m.type == MsgType.APP]
+    # Replicate state: a window of 3 messages of 2 entries, no waiting.
+    assert [len(m.entries) for m in to_b] == [2, 2, 2]
+    c.deliver()
+    assert c.data_applied("b")[-1] == b"19"
+
+
+# ---------------------------------------------------------------------------
+# ReadIndex
+
+
+def test_read_index_on_leader_waits_for_a_heartbeat_round_and_batches() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c["a"].propose(b"w")
+    c.deliver()
+    c.sent.clear()
+    c["a"].read_index(b"r1")
+    c["a"].read_index(b"r2")
+    c.process("a")
+    assert c.read_states["a"] == []  # not before a quorum confirmed leadership
+    c.deliver()
+    commit = c["a"].commit
+    assert c.read_states["a"] == [ReadState(b"r1", commit), ReadState(b"r2", commit)]
+    heartbeats = [m for m in c.sent if m.type == MsgType.HEARTBEAT]
+    assert len(heartbeats) == 2  # one round (to b and c) served both reads
+
+
+def test_read_index_on_follower_goes_through_the_leader() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c["a"].propose(b"w")
+    c.deliver()
+    c["b"].read_index(b"fr")
+    c.deliver()
+    assert c.read_states["b"] == [ReadState(b"fr", c["a"].commit)]
+
+
+def test_isolated_leader_cannot_confirm_a_read() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c.blocked.update({"b", "c"})
+    c["a"].read_index(b"r")
+    c.tick("a", 3)
+    c.deliver()
+    assert c.read_states["a"] == []
+
+
+def test_new_leader_answers_reads_only_after_committing_in_its_term() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    leader = c["a"]
+    # Hold back every append answer so the term's first entry stays uncommitted.
+    c["a"].propose(b"x")
+    c.process("a")
+    c.queue = [m for m in c.queue if m.type != MsgType.APP]
+    before = leader.commit
+    c.restart("b")
+    leader.read_index(b"r")
+    c.process("a")
+    assert c.read_states["a"] == []
+    c.tick_all(2)
+    assert c.read_states["a"] and c.read_states["a"][0].index >= before
+
+
+# ---------------------------------------------------------------------------
+# leadership transfer
+
+
+def test_transfer_hands_leadership_to_the_target() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c["a"].propose(b"x")
+    c.deliver()
+    c["a"].transfer_leadership("c")
+    c.deliver()
+    assert c.leader().id == "c" and c["c"].term == 2
+    c["c"].propose(b"after")
+    c.deliver()
+    c.tick_all(2)
+    assert c.data_applied("a")[-1] == b"after"
+
+
+def test_transfer_catches_a_lagging_target_up_first_and_blocks_proposals() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c.blocked.add("c")
+    for i in range(5):
+        c["a"].propose(b"%d" % i)
+    c.deliver()
+    c.blocked.clear()
+    c["a"].transfer_leadership("c")
+    with pytest.raises(ProposalDropped, match="transferred"):
+        c["a"].propose(b"blocked")
+    c.deliver()
+    c.tick_all(2)
+    assert c.leader().id == "c"
+    assert c["c"].log.last_index() >= 6
+
+
+def test_transfer_to_unreachable_target_is_abandoned_after_an_election_timeout() -> None:
+    c = Cluster(ABC, election_ticks=10)
+    c.elect("a")
+    c.blocked.add("c")
+    c["a"].transfer_leadership("c")
+    with pytest.raises(ProposalDropped):
+        c["a"].propose(b"x")
+    for _ in range(12):
+        c["a"].tick()
+        c.deliver()
+    assert c["a"].role is Role.LEADER
+    c["a"].propose(b"x")  # accepted again
+
+
+def test_transfer_to_a_non_voter_is_refused() -> None:
+    c = Cluster(ABC, learners=("l",))
+    c.elect("a")
+    with pytest.raises(ValueError, match="not a voter"):
+        c["a"].transfer_leadership("l")
+    with pytest.raises(ValueError, match="not a voter"):
+        c["a"].transfer_leadership("zz")
+
+
+def test_transfer_requested_on_a_follower_is_forwarded() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c["b"].transfer_leadership("b")
+    c.deliver()
+    assert c.leader().id == "b"
+
+
+# ---------------------------------------------------------------------------
+# membership
+
+
+def test_learner_receives_the_log_but_neither_votes_nor_counts() -> None:
+    c = Cluster(ABC, learners=("l",))
+    c.elect("a")
+    c["a"].propose(b"x")
+    c.deliver()
+    assert c.data_applied("l") == [b"x"]
+    # With b and c gone, leader + learner are not a quorum.
+    c.blocked.update({"b", "c"})
+    c["a"].propose(b"y")
+    c.deliver()
+    assert b"y" not in c.data_applied("a")
+    assert c["l"].log.last_index() == c["a"].log.last_index()
+    c.tick("l", 100)
+    c.process("l")
+    assert c["l"].role is Role.FOLLOWER  # a learner never campaigns
+
+
+def test_add_learner_then_promote_then_remove() -> None:
+    c = Cluster(ABC, extra=("d",))
+    c.elect("a")
+    c["a"].propose_conf_change(ConfChange(ConfChangeKind.ADD_LEARNER, "d"))
+    with pytest.raises(ProposalDropped, match="already pending"):
+        c["a"].propose_conf_change(ConfChange(ConfChangeKind.PROMOTE, "d"))
+    c.deliver()
+    c.tick_all(2)
+    assert c["a"].learners == ("d",) and c["d"].learners == ("d",)
+    c["a"].propose_conf_change(ConfChange(ConfChangeKind.PROMOTE, "d"))
+    c.deliver()
+    c.tick_all(2)
+    assert c["a"].voters == ("a", "b", "c", "d") and c["d"].voters == ("a", "b", "c", "d")
+    # d now counts: with b and c gone, a + d are not 3 of 4...
+    c.blocked.update({"b", "c"})
+    c["a"].propose(b"needs-3")
+    c.deliver()
+    assert b"needs-3" not in c.data_applied("a")
+    c.blocked.clear()
+    c.tick_all(3)
+    assert b"needs-3" in c.data_applied("d")
+    c["a"].propose_conf_change(ConfChange(ConfChangeKind.REMOVE, "b"))
+    c.deliver()
+    c.tick_all(2)
+    assert c["a"].voters == ("a", "c", "d")
+
+
+def test_removed_leader_steps_down_and_the_rest_elect_a_new_one() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c["a"].propose_conf_change(ConfChange(ConfChangeKind.REMOVE, "a"))
+    c.deliver()
+    c.tick_all(2)
+    assert c["a"].role is Role.FOLLOWER
+    c.blocked.add("a")
+    c.tick_all(40)
+    new = c.leader()
+    assert new.id in ("b", "c") and new.voters == ("b", "c")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (ConfChange(ConfChangeKind.ADD_LEARNER, "b"), "already a member"),
+        (ConfChange(ConfChangeKind.PROMOTE, "b"), "not a learner"),
+        (ConfChange(ConfChangeKind.REMOVE, "zz"), "not a member"),
+        (ConfChange(ConfChangeKind.ADD_LEARNER, ""), "non-empty"),
+    ],
+)
+def test_invalid_membership_changes_are_refused(change: ConfChange, message: str) -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    last = c["a"].log.last_index()
+    with pytest.raises(InvalidConfChange, match=message):
+        c["a"].propose_conf_change(change)
+    assert c["a"].log.last_index() == last  # nothing appended
+
+
+def test_cannot_remove_the_last_voter() -> None:
+    c = Cluster(("a",))
+    c.elect("a")
+    with pytest.raises(InvalidConfChange, match="last voter"):
+        c["a"].propose_conf_change(ConfChange(ConfChangeKind.REMOVE, "a"))
+
+
+# ---------------------------------------------------------------------------
+# snapshots
+
+
+def test_lagging_follower_gets_the_snapshot_in_chunks_then_entries() -> None:
+    c = Cluster(ABC, max_snapshot_chunk=10)
+    c.elect("a")
+    c.blocked.add("c")
+    for i in range(10):
+        c["a"].propose(b"v%d" % i)
+    c.deliver()
+    meta = c["a"].applied_snapshot_meta()
+    data = b"state-machine-at-%d-" % meta.index + b"x" * 20
+    c["a"].snapshot_taken(meta, data)
+    assert c["a"].log.offset == meta.index
+    c.blocked.clear()
+    c["a"].propose(b"after")
+    c.deliver()
+    c.tick_all(3)
+    chunks = [m for m in c.sent if m.type == MsgType.SNAP and m.to == "c"]
+    assert len(chunks) >= 4 and all(len(m.snap_data) <= 10 for m in chunks)
+    assert c.snapshots["c"] == [data]
+    assert c["c"].log.offset == meta.index
+    assert c.data_applied("c") == [b"after"]
+    assert c["c"].commit == c["a"].commit
+
+
+def test_snapshot_survives_lost_chunks() -> None:
+    c = Cluster(ABC, max_snapshot_chunk=4)
+    c.elect("a")
+    c.blocked.add("c")
+    c["a"].propose(b"v")
+    c.deliver()
+    meta = c["a"].applied_snapshot_meta()
+    c["a"].snapshot_taken(meta, b"0123456789abcdef")
+    c.blocked.clear()
+    dropped = []
+
+    def lose_second_chunk(m: Message) -> bool:
+        if m.type == MsgType.SNAP and m.snap_offset == 4 and not dropped:
+            dropped.append(m)
+            return False
+        return True
+
+    c["a"].tick()
+    c.deliver(lose_second_chunk)
+    c.tick_all(10)
+    assert dropped and c.snapshots["c"] == [b"0123456789abcdef"]
+
+
+def test_retained_entries_let_a_slightly_lagging_follower_avoid_a_snapshot() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c.blocked.add("c")
+    for i in range(5):
+        c["a"].propose(b"v%d" % i)
+    c.deliver()
+    c["a"].snapshot_taken(c["a"].applied_snapshot_meta(), b"snap", retain_entries=100)
+    c.blocked.clear()
+    c.tick_all(3)
+    assert c.snapshots["c"] == []
+    assert c.data_applied("c") == [b"v%d" % i for i in range(5)]
+
+
+def test_restart_from_snapshot_and_log_restores_state() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    for i in range(4):
+        c["a"].propose(b"v%d" % i)
+    c.deliver()
+    c.tick_all(2)
+    meta = c["b"].applied_snapshot_meta()
+    c["b"].snapshot_taken(meta, b"snap")
+    c.storage["b"].compact(Snapshot(meta, b"snap"))
+    c["a"].propose(b"late")
+    c.deliver()
+    c.tick_all(2)
+    c.restart("b")
+    assert c["b"].log.offset == meta.index and c["b"].applied == meta.index
+    c.tick_all(3)
+    assert c.data_applied("b") == [b"late"]
+
+
+def test_snapshot_taken_refuses_bad_metadata() -> None:
+    c = Cluster(("a",))
+    c.elect("a")
+    meta = c["a"].applied_snapshot_meta()
+    with pytest.raises(ValueError, match="beyond the applied index"):
+        c["a"].snapshot_taken(SnapshotMeta(meta.index + 5, meta.term, meta.conf), b"")
+    with pytest.raises(ValueError, match="does not match"):
+        c["a"].snapshot_taken(SnapshotMeta(meta.index, meta.term + 1, meta.conf), b"")
+    c["a"].snapshot_taken(meta, b"ok")
+    with pytest.raises(ValueError, match="older"):
+        c["a"].snapshot_taken(SnapshotMeta(0, 0, meta.conf), b"")
+
+
+# ---------------------------------------------------------------------------
+# driver contract and bad input
+
+
+def test_single_node_commits_only_after_its_own_persist() -> None:
+    c = Cluster(("a",))
+    c.elect("a")
+    c["a"].propose(b"x")
+    rd = c["a"].ready()
+    assert [e.data for e in rd.entries] == [b"x"] and rd.committed_entries == [] and rd.must_sync
+    c["a"].advance(rd)
+    rd2 = c["a"].ready()
+    assert [e.data for e in rd2.committed_entries] == [b"x"]
+    c["a"].advance(rd2)
+
+
+def test_ready_twice_without_advance_is_an_error() -> None:
+    c = Cluster(("a",))
+    c.elect("a")
+    c["a"].propose(b"x")
+    c["a"].ready()
+    with pytest.raises(ReadyNotAdvanced):
+        c["a"].ready()
+
+
+def test_advance_without_ready_is_an_error() -> None:
+    c = Cluster(("a",))
+    with pytest.raises(RuntimeError, match="without an outstanding Ready"):
+        c["a"].advance(Ready())
+
+
+def test_ready_is_empty_when_nothing_changed() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c.deliver()
+    assert not c["b"].has_ready()
+
+
+def test_misaddressed_message_is_refused() -> None:
+    c = Cluster(ABC)
+    with pytest.raises(ValueError, match="delivered to"):
+        c["a"].step(Message(MsgType.HEARTBEAT, "b", "c", 1))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"node_id": ""}, "non-empty"),
+        ({"election_ticks": 1, "heartbeat_ticks": 1}, "greater than heartbeat_ticks"),
+        ({"voters": ("a", "a")}, "duplicates"),
+        ({"learners": ("a",)}, "both voter and learner"),
+        ({"max_inflight_msgs": 0}, ">= 1"),
+        ({"max_snapshot_chunk": 0}, ">= 1"),
+    ],
+)
+def test_bad_config_is_refused(kwargs: dict[str, object], message: str) -> None:
+    base: dict[str, object] = {"node_id": "a", "voters": ("a", "b", "c")}
+    base.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        RaftConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "restored, message",
+    [
+        (RestoredState(HardState(1, None, 5), None, entries(1, 1)), "beyond the last restored entry"),
+        (RestoredState(HardState(1, None, 0), None, [Entry(1, 1, 0, b""), Entry(3, 1, 0, b"")]), "not contiguous"),
+        (RestoredState(HardState(2, None, 0), None, entries(2, 1)), "terms go backwards"),
+        (RestoredState(HardState(2, None, 0), SnapshotMeta(5, 2, ConfState(ABC)), entries(2)), "right after the snapshot"),
+    ],
+)
+def test_inconsistent_restored_state_is_refused(restored: RestoredState, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RaftCore(RaftConfig("a", ABC), random.Random(0), restored)
+
+
+def test_log_find_conflict_by_term_skips_whole_terms() -> None:
+    log = RaftLog(0, 0, entries(1, 1, 2, 2, 2, 4, 4))
+    assert log.find_conflict_by_term(7, 3) == (5, 2)
+    assert log.find_conflict_by_term(7, 4) == (7, 4)
+    assert log.find_conflict_by_term(9, 1) == (2, 1)
+    assert log.find_conflict_by_term(3, 0) == (0, 0)
