@@ -265,3 +265,12 @@ def test_oversized_requests_are_413(cluster: LocalCluster) -> None:
     ops = [{"op": "get", "key": "a"}] * 129
     many = call_json("POST", f"{url}/v1/txn", {"success": ops})
     assert many.status == 413 and many.error_code == "too_many_ops"
+
+
+def test_longest_legal_key_with_escaped_characters_works(cluster: LocalCluster) -> None:
+    from urllib.parse import quote
+
+    key = "é/" * 1365  # 4095 bytes of UTF-8, ~12 KB once percent-encoded
+    url = cluster.nodes[0].url
+    assert call("PUT", f"{url}/v1/kv/{quote(key)}", b"v").status == 200
+    assert call("GET", f"{url}/v1/kv/{quote(key)}").body == b"v"

@@ -57,9 +57,12 @@ class HttpApi:
         self.max_timeout = max_timeout
 
     def make_app(self) -> web.Application:
+        # A legal key percent-encodes to up to 3x its bytes in the request line.
+        max_line = 3 * self.limits.max_key_bytes + 1024
         app = web.Application(
             client_max_size=self.limits.max_request_bytes,
             middlewares=[_errors_as_json],
+            handler_args={"max_line_size": max_line},
         )
         app.router.add_routes(
             [
