@@ -1,0 +1,252 @@
+"""`run` orchestration: cluster up, workload and nemesis, heal, settle, final
+reads, check, results and report, cluster down."""
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from raftkv.local_cluster import LocalCluster
+
+from jepsen_style.history import HistoryFormatError
+from jepsen_style.nemesis.executor import Nemesis
+from jepsen_style.nemesis.kinds import KINDS
+from jepsen_style.nemesis.link_proxies import LinkProxies
+from jepsen_style.nemesis.schedule import plan_faults
+from jepsen_style.report.results import build_results, write_results
+from jepsen_style.report.html import write_report
+from jepsen_style.workloads import CheckOutcome, Workload, make_workload
+from jepsen_style.workloads.clients import ProcessNumbers, perform, run_client
+from jepsen_style.workloads.node_api import NodeApi
+from jepsen_style.workloads.recorder import HistoryRecorder
+
+EXIT_VALID = 0
+EXIT_ANOMALIES = 1
+EXIT_HARNESS_FAILURE = 2
+
+STARTUP_TIMEOUT_S = 30.0
+SETTLE_TIMEOUT_S = 30.0
+FINAL_READ_ATTEMPTS = 10
+# How long clients' in-flight requests may take after the workload's time is up.
+DRAIN_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    workload: str
+    nemeses: list[str]
+    time_s: float
+    concurrency: int
+    rate: float
+    nodes: int
+    engine: str
+    seed: int
+    out: Path
+    unsafe_serializable_reads: bool = False
+    # Quiet and fault period bounds for the nemesis schedule (seconds).
+    quiet_s: tuple[float, float] = (2.0, 4.0)
+    fault_s: tuple[float, float] = (2.0, 4.0)
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    results: dict[str, Any]
+    summary: str
+    harness_errors: list[str] = field(default_factory=list)
+
+
+class HarnessError(RuntimeError):
+    """The harness could not do its job (cluster would not start, ...)."""
+
+
+def run(config: RunConfig) -> RunResult:
+    return asyncio.run(_run(config))
+
+
+async def _run(config: RunConfig) -> RunResult:
+    config.out.mkdir(parents=True, exist_ok=True)
+    workload = make_workload(config.workload, config.unsafe_serializable_reads)
+    data_dir = Path(tempfile.mkdtemp(prefix="jepsen-cluster-"))
+    needs_proxies = any(KINDS[k].needs_link_proxies for k in config.nemeses)
+    proxies = LinkProxies() if needs_proxies else None
+    cluster = LocalCluster(data_dir, nodes=config.nodes, engine=config.engine,
+                           router=proxies.route if proxies else None)
+    recorder = HistoryRecorder(config.out / "history.jsonl")
+    errors: list[str] = []
+    run_started = time.monotonic()
+    # Seconds since the run started (history times count from the workload's start).
+    phases: dict[str, float] = {}
+    check: CheckOutcome | None = None
+    checkable = False
+    faults = 0
+    try:
+        try:
+            await asyncio.to_thread(_start_cluster, cluster, proxies)
+        except Exception as error:  # any failure to start is the harness's, reported in full
+            raise HarnessError(f"the cluster did not start: {error}") from None
+        phases["cluster_ready"] = time.monotonic() - run_started
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            apis = [NodeApi(session, url) for url in cluster.endpoints]
+            await _setup_workload(workload, apis)
+            nemesis = Nemesis(cluster, proxies, random.Random(f"{config.seed}/nemesis"),
+                              recorder.record_nemesis)
+            recorder.start_clock()
+            phases["workload_start"] = time.monotonic() - run_started
+            await _run_workload(config, workload, apis, recorder, nemesis)
+            faults = nemesis.faults_injected
+            phases["workload_end"] = time.monotonic() - run_started
+            await nemesis.heal_everything()
+            recorder.record_nemesis("heal", {"nodes": [n.node_id for n in cluster.nodes]}, "end")
+            try:
+                await asyncio.to_thread(cluster.wait_ready, SETTLE_TIMEOUT_S)
+            except (TimeoutError, RuntimeError) as error:
+                errors.append(f"the cluster did not settle within {SETTLE_TIMEOUT_S:g} s "
+                              f"after healing: {str(error).splitlines()[0]}")
+            phases["settled"] = time.monotonic() - run_started
+            missing = await _final_reads(workload, apis, recorder, config.concurrency)
+            checkable = not (missing and workload.needs_final_reads)
+            if not checkable:
+                errors.append(f"final reads failed for {', '.join(missing)}: the history cannot be checked")
+            phases["final_reads_done"] = time.monotonic() - run_started
+    except HarnessError as error:
+        errors.append(str(error))
+    finally:
+        recorder.close()
+        await asyncio.to_thread(_shutdown, cluster, proxies, config.out / "logs", data_dir)
+    if checkable:
+        try:
+            check = workload.check(recorder.events)
+        except HistoryFormatError as error:
+            errors.append(f"the recorded history is malformed (a harness bug): {error}")
+    exit_code = _exit_code(check, errors)
+    results = build_results(config=_config_dict(config), events=recorder.events, check=check,
+                            harness_errors=errors, exit_code=exit_code, faults=faults, phases=phases)
+    write_results(config.out / "results.json", results)
+    if check is not None and check.failure_svg:
+        (config.out / "failure.svg").write_text(check.failure_svg, encoding="utf-8")
+    write_report(config.out, results, recorder.events, check)
+    return RunResult(exit_code, results, _summary(config, results), errors)
+
+
+def _start_cluster(cluster: LocalCluster, proxies: LinkProxies | None) -> None:
+    if proxies is not None:
+        proxies.start()
+        proxies.create({node.node_id: node.peer_addr for node in cluster.nodes})
+    cluster.start()
+    cluster.wait_ready(STARTUP_TIMEOUT_S)
+
+
+async def _setup_workload(workload: Workload, apis: list[NodeApi]) -> None:
+    try:
+        await workload.setup(apis[0])
+    except RuntimeError as error:
+        raise HarnessError(f"workload setup failed: {error}") from None
+
+
+async def _run_workload(config: RunConfig, workload: Workload, apis: list[NodeApi],
+                        recorder: HistoryRecorder, nemesis: Nemesis) -> None:
+    started = time.monotonic()
+    stop_at = started + config.time_s
+    interval = config.concurrency / config.rate
+    numbers = ProcessNumbers(config.concurrency)
+    clients = [
+        asyncio.create_task(run_client(worker, workload, apis[worker % len(apis)], recorder,
+                                       random.Random(f"{config.seed}/client/{worker}"),
+                                       interval, stop_at, numbers))
+        for worker in range(config.concurrency)
+    ]
+    plan = plan_faults(config.nemeses, config.time_s, random.Random(f"{config.seed}/schedule"),
+                       config.quiet_s, config.fault_s)
+    stop_nemesis = asyncio.Event()
+    nemesis_task = asyncio.create_task(nemesis.run(plan, started, stop_nemesis))
+    done, pending = await asyncio.wait(clients, timeout=config.time_s + DRAIN_TIMEOUT_S)
+    for task in pending:
+        task.cancel()
+    stop_nemesis.set()
+    await nemesis_task
+    for task in done:
+        task.result()  # a client that crashed is a harness bug: let it surface
+    if pending:
+        raise HarnessError(f"{len(pending)} clients did not finish within "
+                           f"{DRAIN_TIMEOUT_S:g} s after the workload ended")
+
+
+async def _final_reads(workload: Workload, apis: list[NodeApi], recorder: HistoryRecorder,
+                       concurrency: int) -> list[str]:
+    """Read each final op until one attempt succeeds, cycling through nodes;
+    returns the keys that never read successfully."""
+    used = [e.process for e in recorder.events if isinstance(e.process, int)]
+    process = max(used, default=-1) + 1
+    missing: list[str] = []
+    for op in workload.final_ops(recorder.events):
+        for attempt in range(FINAL_READ_ATTEMPTS):
+            completion = await perform(workload, apis[attempt % len(apis)], op, process, recorder,
+                                       final=True)
+            if completion.type == "info":
+                process += concurrency
+            if completion.type == "ok":
+                break
+            await asyncio.sleep(0.3)
+        else:
+            missing.append(str(op.key))
+    return missing
+
+
+def _shutdown(cluster: LocalCluster, proxies: LinkProxies | None, logs: Path, data_dir: Path) -> None:
+    try:
+        cluster.stop()
+    finally:
+        logs.mkdir(parents=True, exist_ok=True)
+        for node in cluster.nodes:
+            if node.log_path.exists():
+                shutil.copyfile(node.log_path, logs / f"{node.node_id}.log")
+        if proxies is not None:
+            proxies.stop()
+            (logs / "toxiproxy.log").write_text(proxies.log_text(), encoding="utf-8")
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _exit_code(check: CheckOutcome | None, errors: list[str]) -> int:
+    if check is not None and check.verdict == "invalid":
+        return EXIT_ANOMALIES
+    if errors or check is None or check.verdict != "valid":
+        return EXIT_HARNESS_FAILURE
+    return EXIT_VALID
+
+
+def _config_dict(config: RunConfig) -> dict[str, Any]:
+    data = asdict(config)
+    data["out"] = str(config.out)
+    return data
+
+
+def _summary(config: RunConfig, results: dict[str, Any]) -> str:
+    counts = results["counts"]
+    nemesis = ", ".join(config.nemeses) or "none"
+    lines = [
+        f"{config.workload} workload, nemesis {nemesis} ({results['nemesis']['faults']} faults), "
+        f"{config.nodes} nodes, {config.engine} engine, {config.time_s:g} s, seed {config.seed}",
+        f"operations: {counts['operations']} (ok {counts['ok']}, fail {counts['fail']}, "
+        f"info {counts['info']}); latency p50 {results['latency_ms']['p50']} ms, "
+        f"p99 {results['latency_ms']['p99']} ms",
+    ]
+    verdict = results["verdict"]
+    checked = f" ({results['checked']})" if results.get("checked") else ""
+    label = {"valid": "VALID", "invalid": "INVALID: anomalies found",
+             "unknown": "UNKNOWN: the checker could not decide",
+             "harness-error": "HARNESS FAILURE: nothing was proven"}[verdict]
+    lines.append(f"verdict: {label}{checked}")
+    lines += [f"  anomaly: {a}" for a in results["anomalies"][:10]]
+    if len(results["anomalies"]) > 10:
+        lines.append(f"  ... and {len(results['anomalies']) - 10} more in results.json")
+    lines += [f"  harness error: {e}" for e in results["harness_errors"]]
+    lines.append(f"report: {config.out / 'report.html'}")
+    return "\n".join(lines)
