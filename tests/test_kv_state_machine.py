@@ -425,6 +425,28 @@ def test_zero_sized_idempotency_table_remembers_nothing() -> None:
         KVStateMachine(max_idempotency_keys=-1)
 
 
+def test_idempotency_table_evicts_oldest_when_values_exceed_byte_budget() -> None:
+    sm = KVStateMachine(max_idempotency_bytes=10)
+    run(sm, c.put("a", b"123456", idem="k1"))
+    run(sm, c.put("b", b"123456", idem="k2"))  # 12 value bytes > 10: k1 goes
+    assert sm.idempotency_keys == 1
+    assert run(sm, c.put("b", b"x", idem="k2"))["replayed"] is True
+    assert "replayed" not in run(sm, c.put("a", b"1", idem="k1"))
+    # a txn's retained bytes count its get results as well as its writes
+    run(sm, c.put("big", b"1234567890"))
+    run(sm, c.txn([], [get("big")], [], idem="k3"))
+    assert sm.idempotency_keys == 1 and run(sm, c.noop() | {"idem": "k3"})["replayed"] is True
+
+
+def test_result_larger_than_byte_budget_is_not_retained() -> None:
+    sm = KVStateMachine(max_idempotency_bytes=4)
+    run(sm, c.put("a", b"12345", idem="k"))
+    assert sm.idempotency_keys == 0
+    assert "replayed" not in run(sm, c.put("a", b"12345", idem="k"))
+    with pytest.raises(ValueError):
+        KVStateMachine(max_idempotency_bytes=-1)
+
+
 # ---- snapshots -------------------------------------------------------------------
 
 
@@ -471,6 +493,13 @@ def test_restore_keeps_newest_entries_when_table_is_smaller() -> None:
     assert run(small, c.put("a", b"x", idem="k4"))["replayed"] is True
     assert run(small, c.put("a", b"x", idem="k3"))["replayed"] is True
     assert "replayed" not in run(small, c.put("a", b"x", idem="k2"))
+
+
+def test_restore_accepts_results_of_any_map_shape(sm: KVStateMachine) -> None:
+    odd = [{"kv": 5}, {"kv": {"value": "text"}}, {"results": [None, {"kv": None}, {"kv": {"value": b"ab"}}]}, {}]
+    image = msgpack.packb([FORMAT_VERSION, 0, [], [x for i, r in enumerate(odd) for x in (f"k{i}", r)]], use_bin_type=True)
+    sm.restore(image)
+    assert sm.idempotency_keys == 4 and sm.snapshot() == image
 
 
 def test_snapshot_starts_with_format_version(sm: KVStateMachine) -> None:
@@ -534,3 +563,17 @@ def test_restore_rejects_bad_snapshot_and_keeps_state(sm: KVStateMachine, name: 
 def test_unknown_format_error_names_the_version(sm: KVStateMachine) -> None:
     with pytest.raises(ValueError, match="unsupported snapshot format 99"):
         sm.restore(msgpack.packb([99, 0, [], []]))
+
+
+# ---- command wire format ------------------------------------------------------------
+
+
+def test_commands_round_trip_through_msgpack() -> None:
+    cmd = c.txn([c.compare("k", "value", "==", b"\xff")], [put("k", b"v")], [get("k")], idem="r")
+    assert c.decode(c.encode(cmd)) == cmd
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc1", msgpack.packb([1]), msgpack.packb("put")])
+def test_decode_rejects_what_is_not_a_command_map(data: bytes) -> None:
+    with pytest.raises(c.InvalidCommand):
+        c.decode(data)

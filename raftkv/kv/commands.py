@@ -85,74 +85,90 @@ def _with_idem(command: Command, idem: str | None) -> Command:
 # Checks used by the state machine before it changes anything.
 
 
-def require_key(command: dict[str, Any], where: str) -> str:
+def require_key(command: dict[str, Any]) -> str:
     key = command.get("key")
     if type(key) is not str:
-        raise InvalidCommand(f"{where}: 'key' must be a string, got {_type_name(key)}")
+        raise InvalidCommand(f"'key' must be a string, got {_type_name(key)}")
     if not key:
-        raise InvalidCommand(f"{where}: 'key' must not be empty")
+        raise InvalidCommand("'key' must not be empty")
     return key
 
 
-def require_prefix(command: dict[str, Any], where: str) -> str:
+def require_prefix(command: dict[str, Any]) -> str:
     prefix = command.get("prefix")
     if type(prefix) is not str:
-        raise InvalidCommand(f"{where}: 'prefix' must be a string, got {_type_name(prefix)}")
+        raise InvalidCommand(f"'prefix' must be a string, got {_type_name(prefix)}")
     return prefix
 
 
-def require_value(command: dict[str, Any], where: str) -> bytes:
+def require_value(command: dict[str, Any]) -> bytes:
     value = command.get("value")
     if type(value) is not bytes:
-        raise InvalidCommand(f"{where}: 'value' must be bytes, got {_type_name(value)}")
+        raise InvalidCommand(f"'value' must be bytes, got {_type_name(value)}")
     return value
 
 
-def require_int(command: dict[str, Any], field: str, where: str) -> int:
+def require_int(command: dict[str, Any], field: str) -> int:
     number = command.get(field)
     if type(number) is not int:  # bool is an int subclass and is refused here
-        raise InvalidCommand(f"{where}: {field!r} must be an integer, got {_type_name(number)}")
+        raise InvalidCommand(f"{field!r} must be an integer, got {_type_name(number)}")
     return number
 
 
-def require_list(command: dict[str, Any], field: str) -> list[Any]:
-    items = command.get(field, [])
-    if type(items) is not list:
-        raise InvalidCommand(f"txn: {field!r} must be a list, got {_type_name(items)}")
-    return items
+def check_txn(command: dict[str, Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    """The compare, success and failure lists of a well-formed txn.
+
+    Every compare and op is checked before the txn starts, so a malformed op
+    late in a branch cannot surface after earlier ops already wrote.
+    """
+    sections = []
+    for name in ("compare", "success", "failure"):
+        items = command.get(name, [])
+        if type(items) is not list:
+            raise InvalidCommand(f"{name!r} must be a list, got {_type_name(items)}")
+        check = _check_compare if name == "compare" else _check_txn_op
+        for i, item in enumerate(items):
+            try:
+                check(item)
+            except InvalidCommand as exc:
+                # The location is only formatted on failure: this runs for
+                # every op of every txn on every replica.
+                raise InvalidCommand(f"{name}[{i}]: {exc}") from None
+        sections.append(items)
+    return sections[0], sections[1], sections[2]
 
 
-def check_compare(item: Any, where: str) -> None:
+def _check_compare(item: Any) -> None:
     if type(item) is not dict:
-        raise InvalidCommand(f"{where}: a compare must be a map, got {_type_name(item)}")
-    require_key(item, where)
+        raise InvalidCommand(f"a compare must be a map, got {_type_name(item)}")
+    require_key(item)
     target = item.get("target")
     if type(target) is not str or target not in COMPARE_TARGETS:
-        raise InvalidCommand(f"{where}: unknown compare target {target!r}")
+        raise InvalidCommand(f"unknown compare target {target!r}")
     cmp = item.get("cmp")
     if type(cmp) is not str or cmp not in COMPARE_OPERATORS:
-        raise InvalidCommand(f"{where}: unknown compare operator {cmp!r}")
+        raise InvalidCommand(f"unknown compare operator {cmp!r}")
     if target == "value":
-        require_value(item, where)
+        require_value(item)
     else:
-        require_int(item, "value", where)
+        require_int(item, "value")
 
 
-def check_txn_op(item: Any, where: str) -> None:
+def _check_txn_op(item: Any) -> None:
     if type(item) is not dict:
-        raise InvalidCommand(f"{where}: a txn op must be a map, got {_type_name(item)}")
+        raise InvalidCommand(f"a txn op must be a map, got {_type_name(item)}")
     op = item.get("op")
     if type(op) is not str or op not in TXN_OPS:
-        raise InvalidCommand(f"{where}: unknown txn op {op!r}")
+        raise InvalidCommand(f"unknown txn op {op!r}")
     if op == "delete_prefix":
-        require_prefix(item, where)
+        require_prefix(item)
         return
-    require_key(item, where)
+    require_key(item)
     if op == "put":
-        require_value(item, where)
+        require_value(item)
     elif op == "add":
-        require_int(item, "delta", where)
+        require_int(item, "delta")
 
 
 def _type_name(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
+    return "nothing (missing or nil)" if value is None else type(value).__name__

@@ -17,11 +17,12 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from msgpack import unpackb as _unpackb
 from sortedcontainers import SortedDict
 
 from raftkv.kv import commands, snapshot_format
 from raftkv.kv.commands import InvalidCommand
-from raftkv.kv.idempotency import IdempotencyTable
+from raftkv.kv.idempotency import DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, IdempotencyTable
 from raftkv.kv.integers import format_int, in_int64_range, parse_int64
 from raftkv.kv.snapshot_format import Record
 
@@ -51,10 +52,16 @@ class _TxnOpFailed(Exception):
 
 
 class KVStateMachine:
-    def __init__(self, max_idempotency_keys: int = 100_000) -> None:
+    def __init__(
+        self,
+        max_idempotency_keys: int = DEFAULT_MAX_KEYS,
+        max_idempotency_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        """Both idempotency bounds decide whether a retry applies again, so
+        every replica of a cluster must be built with the same values."""
         self._data: SortedDict = SortedDict()  # str -> Record
         self._revision = 0
-        self._idempotency = IdempotencyTable(max_idempotency_keys)
+        self._idempotency = IdempotencyTable(max_idempotency_keys, max_idempotency_bytes)
         self._handlers: dict[str, Callable[[commands.Command], Result]] = {
             "put": self._apply_put,
             "delete": self._apply_delete,
@@ -67,9 +74,9 @@ class KVStateMachine:
 
     def apply(self, data: bytes) -> Result:
         try:
-            command = commands.decode(data)
-        except InvalidCommand as exc:
-            return self._invalid(exc)
+            command = _unpackb(data, raw=False)
+        except Exception as exc:  # msgpack raises several unrelated types on garbage
+            return self._invalid(InvalidCommand(f"command is not valid msgpack: {exc}"))
         return self.apply_command(command)
 
     def apply_command(self, command: commands.Command) -> Result:
@@ -91,14 +98,17 @@ class KVStateMachine:
         try:
             result = handler(command)
         except InvalidCommand as exc:
-            return self._invalid(exc)
+            return self._invalid(InvalidCommand(f"{op}: {exc}"))
         if idem is not None:
             self._idempotency.record(idem, result)
         return result
 
     def _apply_put(self, command: commands.Command) -> Result:
-        key = commands.require_key(command, "put")
-        value = commands.require_value(command, "put")
+        key = command.get("key")
+        value = command.get("value")
+        if type(key) is not str or not key or type(value) is not bytes:
+            commands.require_key(command)  # raises, naming the field
+            commands.require_value(command)
         revision = self._revision + 1
         data = self._data
         old = data.get(key)
@@ -108,14 +118,14 @@ class KVStateMachine:
         return {"ok": True, "revision": revision, "kv": _kv(key, record)}
 
     def _apply_delete(self, command: commands.Command) -> Result:
-        key = commands.require_key(command, "delete")
+        key = commands.require_key(command)
         if self._data.pop(key, None) is None:
             return {"ok": True, "revision": self._revision, "deleted": 0}
         self._revision += 1
         return {"ok": True, "revision": self._revision, "deleted": 1}
 
     def _apply_delete_prefix(self, command: commands.Command) -> Result:
-        prefix = commands.require_prefix(command, "delete_prefix")
+        prefix = commands.require_prefix(command)
         deleted = self._delete_range(prefix, None)
         if deleted:
             self._revision += 1
@@ -125,31 +135,26 @@ class KVStateMachine:
         return {"ok": True, "revision": self._revision}
 
     def _apply_txn(self, command: commands.Command) -> Result:
-        compares = commands.require_list(command, "compare")
-        success = commands.require_list(command, "success")
-        failure = commands.require_list(command, "failure")
-        # Check every op up front: a malformed op must not surface halfway
-        # through a branch, after earlier ops already wrote.
-        for i, item in enumerate(compares):
-            commands.check_compare(item, f"txn compare[{i}]")
-        for name, ops in (("success", success), ("failure", failure)):
-            for i, item in enumerate(ops):
-                commands.check_txn_op(item, f"txn {name}[{i}]")
-
-        succeeded = all(self._compare_holds(item) for item in compares)
-        branch_name, branch = ("success", success) if succeeded else ("failure", failure)
+        compares, success, failure = commands.check_txn(command)
+        succeeded = True
+        for item in compares:
+            if not self._compare_holds(item):
+                succeeded = False
+                break
+        branch = success if succeeded else failure
         revision = self._revision + 1
         undo: UndoLog = {}
         results: list[Result] = []
         try:
-            for i, op in enumerate(branch):
-                results.append(self._apply_txn_op(op, revision, undo, f"{branch_name}[{i}]"))
+            for op in branch:
+                results.append(self._apply_txn_op(op, revision, undo))
         except _TxnOpFailed as failed:
             self._roll_back(undo)
+            where = f"txn {'success' if succeeded else 'failure'}[{len(results)}]"
             return {
                 "ok": False,
                 "revision": self._revision,
-                "error": {"code": failed.code, "message": failed.message},
+                "error": {"code": failed.code, "message": f"{where} {failed.message}"},
             }
         if undo:  # something was written
             self._revision = revision
@@ -177,7 +182,7 @@ class KVStateMachine:
             actual = record[2]
         return _COMPARE_OPERATORS[item["cmp"]](actual, item["value"])
 
-    def _apply_txn_op(self, op: dict[str, Any], revision: int, undo: UndoLog, where: str) -> Result:
+    def _apply_txn_op(self, op: dict[str, Any], revision: int, undo: UndoLog) -> Result:
         name = op["op"]
         if name == "delete_prefix":
             return {"deleted": self._delete_range(op["prefix"], undo)}
@@ -199,14 +204,14 @@ class KVStateMachine:
             if current is None:
                 raise _TxnOpFailed(
                     "not_a_number",
-                    f"txn {where} add: key {_quote(key)} holds a value that is not a base-10 "
+                    f"add: key {_quote(key)} holds a value that is not a base-10 "
                     f"signed 64-bit integer, so nothing was applied",
                 )
             total = current + op["delta"]
             if not in_int64_range(total):
                 raise _TxnOpFailed(
                     "out_of_range",
-                    f"txn {where} add: key {_quote(key)} would become {total}, outside the "
+                    f"add: key {_quote(key)} would become {total}, outside the "
                     f"signed 64-bit range, so nothing was applied",
                 )
             value = format_int(total)
@@ -255,6 +260,15 @@ class KVStateMachine:
     @property
     def max_idempotency_keys(self) -> int:
         return self._idempotency.max_keys
+
+    @property
+    def max_idempotency_bytes(self) -> int:
+        return self._idempotency.max_bytes
+
+    @property
+    def idempotency_keys(self) -> int:
+        """How many idempotency keys are currently remembered."""
+        return len(self._idempotency)
 
     def get(self, key: str) -> KV | None:
         record = self._data.get(key)
