@@ -107,6 +107,12 @@ class Simulation:
         # plain candidate never catches up).
         pre_vote = rng.random() < 0.8
         check_quorum = rng.random() < 0.8
+        p_conf = rng.choice((0.0, 0.02)) if cfg.membership else 0.0
+        if p_conf and not (pre_vote or check_quorum):
+            # A removed node that never learns of its removal keeps
+            # campaigning; only PreVote or leader stickiness (CheckQuorum)
+            # protects the cluster (Raft dissertation, 4.2.3).
+            check_quorum = True
         self.nodes: dict[str, SimNode] = {}
         for i, node_id in enumerate(self.all_ids):
             rc = RaftConfig(
@@ -141,7 +147,7 @@ class Simulation:
         self.p_partition = rng.choice((0.0, 0.02, 0.05))
         self.p_snapshot = rng.choice((0.0, 0.02, 0.1))
         self.p_transfer = rng.choice((0.0, 0.01, 0.03))
-        self.p_conf = rng.choice((0.0, 0.02)) if cfg.membership else 0.0
+        self.p_conf = p_conf
         self.p_op = rng.choice((0.3, 0.7))
 
     # ------------------------------------------------------------------
