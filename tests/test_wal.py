@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -364,3 +365,73 @@ def test_failed_fsync_poisons_the_wal(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_small_segment_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="segment_bytes"):
         WAL.open(tmp_path, segment_bytes=100)
+
+
+def test_appends_continue_while_an_fsync_is_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    wal = WAL.open(tmp_path)
+    wal.append(records(1, 10))
+    fsync_started, release_fsync = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        fsync_started.set()
+        assert release_fsync.wait(5)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    syncer = threading.Thread(target=wal.sync)
+    syncer.start()
+    assert fsync_started.wait(5)
+    # The fsync is blocked; buffering more must not wait for it.
+    wal.append(records(11, 20))
+    wal.set_hard_state(2, "n1", 10)
+    assert syncer.is_alive()
+    release_fsync.set()
+    syncer.join(5)
+    monkeypatch.undo()
+    wal.sync()
+    wal.close()
+    with WAL.open(tmp_path) as reopened:
+        assert reopened.recovered.entries == records(1, 20)
+        assert reopened.recovered.hard_state == HardState(2, "n1", 10)
+
+
+def test_syncing_thread_and_appending_thread_across_segment_rolls(tmp_path: Path) -> None:
+    import threading
+
+    wal = WAL.open(tmp_path, segment_bytes=4096)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def keep_syncing() -> None:
+        try:
+            while not stop.is_set():
+                wal.sync()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    syncer = threading.Thread(target=keep_syncing)
+    syncer.start()
+    try:
+        for first in range(1, 3001, 20):
+            wal.append(records(first, first + 19, term=first))
+            wal.set_hard_state(first, "n1", first)
+            if first % 600 == 1:
+                wal.append(records(first + 10, first + 19, term=first + 1))  # truncate and rewrite
+            time.sleep(0.0002)  # let the syncing thread take the GIL now and then
+    finally:
+        stop.set()
+        syncer.join(10)
+    assert errors == []
+    wal.compact(1500)
+    wal.close()
+    assert len(list(tmp_path.glob("*.wal"))) > 5
+    expected = []
+    for first in range(1, 3001, 20):
+        expected += records(first, first + 9, term=first)
+        expected += records(first + 10, first + 19, term=first + 1 if first % 600 == 1 else first)
+    with WAL.open(tmp_path, segment_bytes=4096) as reopened:
+        assert reopened.recovered.entries == [e for e in expected if e.index > 1500]
+        assert reopened.recovered.hard_state == HardState(2981, "n1", 2981)

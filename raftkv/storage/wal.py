@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,8 +101,15 @@ class WAL:
         self._compacted_index = state.compacted_index
         self._hard_state = state.hard_state
         self._lock_fd = lock_fd
+        # _lock guards the in-memory state and every write(); _sync_lock
+        # serialises sync/compact/close so an fsync can run without _lock
+        # while the caller keeps appending (pipelined group commit).
+        # Lock order: _sync_lock, then _lock.
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
         self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._pending_max_index = 0  # highest entry index in _pending
+        self._written_last_index = state.last_index  # last_index as of the last write()
         self._failed: BaseException | None = None
         self._closed = False
         tail = self._segments[-1].path
@@ -147,80 +155,76 @@ class WAL:
 
     def append(self, entries: list[LogRecord]) -> None:
         """Buffer ``entries``; an index <= last_index first truncates the log there."""
-        self._check_usable()
         if not entries:
+            self._check_usable()
             return
         check_contiguous(entries)
+        parts, _ = encode_entries(entries)  # validates every field before anything is buffered
         first_index = entries[0].index
-        truncates = check_append(self._last_index, self._compacted_index, first_index)
-        parts, size = encode_entries(entries)  # validates every field before anything is buffered
-        if self._segment_size + self._pending_bytes > self.segment_bytes:
-            self._roll_segment()
-        if truncates:
-            marker = encode_index_marker(RecordType.TRUNCATE, first_index)
-            self._pending.append(marker)
-            self._pending_bytes += len(marker)
-        self._pending.extend(parts)
-        self._pending_bytes += size
-        self._last_index = entries[-1].index
-        segment = self._segments[-1]
-        if self._last_index > segment.max_entry_index:
-            segment.max_entry_index = self._last_index
+        with self._lock:
+            self._check_usable()
+            if check_append(self._last_index, self._compacted_index, first_index):
+                self._pending.append(encode_index_marker(RecordType.TRUNCATE, first_index))
+            self._pending.extend(parts)
+            self._last_index = entries[-1].index
+            if self._last_index > self._pending_max_index:
+                self._pending_max_index = self._last_index
 
     def set_hard_state(self, term: int, vote: str | None, commit: int) -> None:
-        self._check_usable()
         state = HardState(term, vote, commit)
         record = encode_hard_state(state)
-        self._pending.append(record)
-        self._pending_bytes += len(record)
-        self._hard_state = state
+        with self._lock:
+            self._check_usable()
+            self._pending.append(record)
+            self._hard_state = state
 
     def sync(self) -> None:
-        """Write everything buffered and fsync once; returns when it is durable."""
-        self._check_usable()
-        if not self._pending:
-            return
-        self._write_pending(self._fd)
-        try:
-            os.fsync(self._fd)
-        except BaseException as exc:
-            self._failed = exc
-            raise
+        """Write everything buffered and fsync once; returns when it is durable.
+
+        May run in a worker thread (e.g. ``asyncio.to_thread``) while the
+        owning thread keeps calling append() and set_hard_state(): those
+        land in the next sync.
+        """
+        with self._sync_lock:
+            self._sync_locked()
 
     def compact(self, up_to_index: int) -> None:
         """Declare entries <= up_to_index covered by a snapshot; drop old segments.
 
         Durable on return. Only whole segments go, oldest first, and never the
-        one being written, so the newest hard state (rewritten at the head of
+        one being written, so the newest hard state (restated at the head of
         every segment) always survives.
         """
-        self._check_usable()
-        if up_to_index > self._compacted_index:
-            record = encode_index_marker(RecordType.COMPACT, up_to_index)
-            self._pending.append(record)
-            self._pending_bytes += len(record)
-            self._compacted_index = up_to_index
-            self._last_index = max(self._last_index, up_to_index)
-        self.sync()
-        removed = False
-        while len(self._segments) > 1 and self._segments[0].max_entry_index <= self._compacted_index:
-            doomed = self._segments.pop(0)
-            doomed.path.unlink()
-            removed = True
-        if removed:
-            fsync_dir(self.directory)
+        with self._sync_lock:
+            with self._lock:
+                self._check_usable()
+                if up_to_index > self._compacted_index:
+                    self._pending.append(encode_index_marker(RecordType.COMPACT, up_to_index))
+                    self._compacted_index = up_to_index
+                    self._last_index = max(self._last_index, up_to_index)
+            self._sync_locked()
+            with self._lock:
+                removed = False
+                while len(self._segments) > 1 and self._segments[0].max_entry_index <= self._compacted_index:
+                    doomed = self._segments.pop(0)
+                    doomed.path.unlink()
+                    removed = True
+                if removed:
+                    fsync_dir(self.directory)
 
     def close(self) -> None:
         """Sync what is buffered (unless the WAL failed) and release the directory."""
-        if self._closed:
-            return
-        try:
-            if self._failed is None and self._pending:
-                self.sync()
-        finally:
-            self._closed = True
-            os.close(self._fd)
-            os.close(self._lock_fd)
+        with self._sync_lock:
+            if self._closed:
+                return
+            try:
+                if self._failed is None and self._pending:
+                    self._sync_locked()
+            finally:
+                with self._lock:
+                    self._closed = True
+                    os.close(self._fd)
+                    os.close(self._lock_fd)
 
     def __enter__(self) -> WAL:
         return self
@@ -229,7 +233,8 @@ class WAL:
         self.close()
 
     def segment_paths(self) -> list[Path]:
-        return [segment.path for segment in self._segments]
+        with self._lock:
+            return [segment.path for segment in self._segments]
 
     # -------------------------------------------------------------- helpers
 
@@ -241,14 +246,35 @@ class WAL:
                 f"WAL in {self.directory} failed earlier ({self._failed!r}); reopen it to recover"
             )
 
-    def _write_pending(self, fd: int) -> None:
+    def _sync_locked(self) -> None:
+        with self._lock:
+            self._check_usable()
+            if not self._pending:
+                return
+            self._write_pending()
+            fd = self._fd
+        try:
+            os.fsync(fd)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        if self._segment_size > self.segment_bytes:
+            with self._lock:
+                self._roll_segment()
+
+    def _write_pending(self) -> None:
+        """Hand the buffer to the kernel in one write (caller holds _lock)."""
         data = b"".join(self._pending)
         self._pending.clear()
-        self._pending_bytes = 0
+        segment = self._segments[-1]
+        if self._pending_max_index > segment.max_entry_index:
+            segment.max_entry_index = self._pending_max_index
+        self._pending_max_index = 0
+        self._written_last_index = self._last_index
         view = memoryview(data)
         try:
             while view:
-                written = os.write(fd, view)
+                written = os.write(self._fd, view)
                 view = view[written:]
         except BaseException as exc:
             self._failed = exc
@@ -256,29 +282,30 @@ class WAL:
         self._segment_size += len(data)
 
     def _roll_segment(self) -> None:
-        """Finish the current segment durably and start the next one."""
-        if self._pending:
-            self._write_pending(self._fd)
+        """Start the next segment; the current one was just fsynced (caller holds both locks)."""
+        previous = self._segments[-1]
+        seq, first_index = previous.seq + 1, self._written_last_index + 1
+        segment = _Segment(seq, first_index, self.directory / segment_name(seq, first_index))
+        fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         try:
-            os.fsync(self._fd)
+            fsync_dir(self.directory)
         except BaseException as exc:
+            os.close(fd)
             self._failed = exc
             raise
         os.close(self._fd)
-        previous = self._segments[-1]
-        seq, first_index = previous.seq + 1, self._last_index + 1
-        segment = _Segment(seq, first_index, self.directory / segment_name(seq, first_index))
-        self._fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._fd = fd
         self._segment_size = 0
         self._segments.append(segment)
-        fsync_dir(self.directory)
         # The head of every segment restates what older segments established,
-        # so deleting them loses nothing.
+        # so deleting them loses nothing. It goes ahead of whatever was
+        # appended meanwhile; those records are newer.
+        head = []
         if self._hard_state is not None:
-            self._pending.append(encode_hard_state(self._hard_state))
+            head.append(encode_hard_state(self._hard_state))
         if self._compacted_index:
-            self._pending.append(encode_index_marker(RecordType.COMPACT, self._compacted_index))
-        self._pending_bytes = sum(map(len, self._pending))
+            head.append(encode_index_marker(RecordType.COMPACT, self._compacted_index))
+        self._pending[:0] = head
 
 
 def _lock_directory(directory: Path) -> int:
