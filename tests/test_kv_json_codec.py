@@ -201,6 +201,14 @@ def test_validate_value() -> None:
 def test_decode_value_defaults_to_utf8() -> None:
     assert decode_value({"value": "ü"}, "body", LIMITS) == "ü".encode()
     assert decode_value({"value": "AP8=", "encoding": "base64"}, "body", LIMITS) == b"\x00\xff"
+    assert decode_value({"value": "", "encoding": "base64"}, "body", LIMITS) == b""
+
+
+def test_decode_value_requires_a_value() -> None:
+    with pytest.raises(RequestError) as caught:
+        decode_value({"encoding": "base64"}, "body", LIMITS)
+    assert (caught.value.status, caught.value.code) == (400, "missing_field")
+    assert "body.value" in caught.value.message
 
 
 # ---- rendering -------------------------------------------------------------------

@@ -256,5 +256,5 @@ class KVModelComparison(RuleBasedStateMachine):
         assert self.replica.snapshot() == self.real.snapshot()
 
 
-KVModelComparison.TestCase.settings = settings(max_examples=100, stateful_step_count=50, deadline=None)
+KVModelComparison.TestCase.settings = settings(max_examples=80, stateful_step_count=50, deadline=None)
 TestKVModel = KVModelComparison.TestCase

@@ -89,6 +89,8 @@ def validate_value(value: bytes, limits: Limits, field: str = "value") -> None:
 def decode_value(obj: dict[str, Any], where: str, limits: Limits) -> bytes:
     """The bytes of ``obj["value"]`` according to ``obj["encoding"]``."""
     field = f"{where}.value"
+    if "value" not in obj:
+        raise RequestError(400, "missing_field", f"{field} is required")
     text = obj["value"]
     if type(text) is not str:
         raise _wrong_type(field, "a string", text)
@@ -162,7 +164,7 @@ def _parse_compare(item: Any, where: str, limits: Limits) -> dict[str, Any]:
                 400, "invalid_argument",
                 f"{where}.encoding only applies to target \"value\", not {_show(target)}",
             )
-        value = _parse_int(item, "value", where)
+        value = _parse_int(item, "value", where, f" (target {_show(target)} compares integers)")
     return commands.compare(key, target, cmp, value)
 
 
@@ -208,10 +210,10 @@ def _parse_choice(item: dict[str, Any], field: str, allowed: frozenset[str], whe
     return choice
 
 
-def _parse_int(item: dict[str, Any], field: str, where: str) -> int:
+def _parse_int(item: dict[str, Any], field: str, where: str, hint: str = "") -> int:
     number = item[field]
     if type(number) is not int:  # JSON true/false arrive as bool, an int subclass
-        raise _wrong_type(f"{where}.{field}", "an integer", number)
+        raise _wrong_type(f"{where}.{field}", "an integer" + hint, number)
     if not in_int64_range(number):
         raise RequestError(
             400, "invalid_argument", f"{where}.{field} {number} is outside the signed 64-bit range"
