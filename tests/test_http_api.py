@@ -274,3 +274,24 @@ def test_longest_legal_key_with_escaped_characters_works(cluster: LocalCluster) 
     url = cluster.nodes[0].url
     assert call("PUT", f"{url}/v1/kv/{quote(key)}", b"v").status == 200
     assert call("GET", f"{url}/v1/kv/{quote(key)}").body == b"v"
+
+
+def test_replayed_error_result_is_marked_and_stays_an_error(cluster: LocalCluster) -> None:
+    url = cluster.nodes[0].url
+    key = k("word")
+    call("PUT", f"{url}/v1/kv/{key}", b"text")
+    idem = {"Idempotency-Key": uuid.uuid4().hex}
+    body = {"success": [{"op": "add", "key": key, "delta": 1}]}
+    first = call_json("POST", f"{url}/v1/txn", body, idem)
+    # Fixing the value does not change the answer to the same request: it was decided.
+    call("PUT", f"{url}/v1/kv/{key}", b"1")
+    again = call_json("POST", f"{cluster.nodes[1].url}/v1/txn", body, idem)
+    assert first.status == again.status == 409
+    assert again.error_code == "not_a_number"
+    assert again.headers.get("idempotency-replayed") == "true"
+    assert call("GET", f"{url}/v1/kv/{key}").body == b"1"
+
+
+def test_too_long_prefix_is_413_naming_the_prefix(cluster: LocalCluster) -> None:
+    r = call("GET", f"{cluster.nodes[0].url}/v1/kv?prefix={'p' * 5000}")
+    assert r.status == 413 and "prefix" in r.json()["error"]["message"]

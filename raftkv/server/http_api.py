@@ -26,8 +26,10 @@ from raftkv.kv.json_codec import (
     RequestError,
     kv_to_json,
     parse_txn,
+    result_error_status,
     result_to_json,
     validate_key,
+    validate_prefix,
     validate_value,
 )
 from raftkv.kv.limits import Limits
@@ -37,8 +39,6 @@ from raftkv.server.responses import ApiError, json_response, no_leader
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_IDEMPOTENCY_KEY_BYTES = 256
-# Codes a state machine returns for a command that could not apply.
-_RESULT_ERROR_STATUS = {"not_a_number": 409, "out_of_range": 409, "invalid_command": 400}
 
 
 class HttpApi:
@@ -110,6 +110,7 @@ class HttpApi:
             request, {"prefix", "limit", "start_after", "keys_only", "consistency", "timeout"}
         )
         prefix = query.get("prefix", "")
+        _check(validate_prefix, prefix, self.limits)
         limit = _positive_int(query, "limit")
         keys_only = _bool(query, "keys_only")
         await self._read_fence(query)
@@ -206,8 +207,7 @@ class HttpApi:
                 "DELETE /v1/kv needs ?prefix=P (use ?prefix= to delete every key)",
             )
         prefix = query["prefix"]
-        if prefix:
-            _check(validate_key, prefix, self.limits)
+        _check(validate_prefix, prefix, self.limits)
         result = await self._propose(
             commands.delete_prefix(prefix, _idempotency_key(request)), query
         )
@@ -245,7 +245,12 @@ class HttpApi:
             ) from None
         if not result["ok"]:
             error = result["error"]
-            raise ApiError(_RESULT_ERROR_STATUS.get(error["code"], 409), error["code"], error["message"])
+            raise ApiError(
+                result_error_status(result),
+                error["code"],
+                error["message"],
+                headers=_replay_headers(result),
+            )
         return result
 
     def _timeout(self, query: dict[str, str]) -> float:
