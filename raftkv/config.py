@@ -8,7 +8,7 @@ from pathlib import Path
 from raftkv.kv.limits import Limits
 
 ENGINES = ("native", "pysyncobj")
-DEFAULT_ENGINE = "pysyncobj"
+DEFAULT_ENGINE = "native"
 
 
 def parse_host_port(text: str) -> tuple[str, int]:

@@ -10,7 +10,7 @@ import pytest
 from raftkv.local_cluster import LocalCluster
 
 # Every cluster-level test runs on each engine listed here.
-ENGINES = ["pysyncobj"]
+ENGINES = ["native", "pysyncobj"]
 
 
 @pytest.fixture(scope="module", params=ENGINES)
