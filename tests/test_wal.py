@@ -435,3 +435,66 @@ def test_syncing_thread_and_appending_thread_across_segment_rolls(tmp_path: Path
     with WAL.open(tmp_path, segment_bytes=4096) as reopened:
         assert reopened.recovered.entries == [e for e in expected if e.index > 1500]
         assert reopened.recovered.hard_state == HardState(2981, "n1", 2981)
+
+
+def test_hard_state_survives_crash_before_new_segment_head_then_compaction(tmp_path: Path) -> None:
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    wal = WAL.open(live, segment_bytes=4096)
+    wal.set_hard_state(5, "n1", 3)
+    wal.append(records(1, 120))  # more than one segment's worth in one batch
+    wal.sync()  # rolls: the new segment exists but its head is still only buffered
+    assert len(wal.segment_paths()) == 2 and os.path.getsize(wal.segment_paths()[-1]) == 0
+    shutil.copytree(live, crashed, ignore=shutil.ignore_patterns("LOCK"))  # what a crash now leaves
+    wal.close()
+    with WAL.open(crashed, segment_bytes=4096) as wal:
+        assert wal.recovered.hard_state == HardState(5, "n1", 3)
+        wal.append(records(121, 130))
+        wal.compact(130)  # deletes the only segment that held the hard state originally
+        assert len(wal.segment_paths()) == 1
+    with WAL.open(crashed, segment_bytes=4096) as wal:
+        assert wal.recovered.hard_state == HardState(5, "n1", 3)
+        assert wal.recovered.compacted_index == 130
+
+
+# ------------------------------------------------------------ pure rules
+
+
+def test_check_append_rules() -> None:
+    from raftkv.storage.replay import check_append
+
+    assert check_append(last_index=10, compacted_index=0, first_new_index=11) is False
+    assert check_append(last_index=10, compacted_index=0, first_new_index=4) is True
+    with pytest.raises(ValueError, match="gap"):
+        check_append(last_index=10, compacted_index=0, first_new_index=12)
+    with pytest.raises(ValueError, match="compacted"):
+        check_append(last_index=10, compacted_index=5, first_new_index=5)
+
+
+def test_log_replay_applies_truncation_and_compaction() -> None:
+    from raftkv.storage.replay import LogReplay
+
+    replay = LogReplay(expected_next=1)
+    for entry in records(1, 10):
+        assert replay.on_entry(entry) is None
+    assert replay.on_truncate(7) is None
+    assert replay.last_index == 6
+    assert "expected" in (replay.on_entry(LogRecord(9, 1, 0, b"")) or "")
+    assert replay.on_truncate(12) is not None  # beyond the end
+    replay.on_compact(4)
+    assert [e.index for e in replay.entries] == [5, 6] and replay.first_index == 5
+    replay.on_compact(50)  # snapshot beyond the log: empty, resumes after it
+    assert replay.entries == [] and (replay.first_index, replay.last_index) == (51, 50)
+    assert replay.on_entry(LogRecord(50, 1, 0, b"")) is not None
+    assert replay.on_entry(LogRecord(51, 1, 0, b"")) is None
+
+
+def test_zero_filled_tail_is_torn_not_corrupt() -> None:
+    from raftkv.storage.records import encode_record, find_valid_record_after, scan_records, RecordType
+
+    good = encode_record(RecordType.TRUNCATE, (5).to_bytes(8, "big"))
+    data = good + bytes(4096)
+    scanned = scan_records(data)
+    assert len(scanned.records) == 1 and scanned.valid_bytes == len(good)
+    assert scanned.problem == "checksum mismatch"
+    assert find_valid_record_after(data, scanned.valid_bytes) is None
+    assert find_valid_record_after(good + b"\x00" * 20 + good, len(good)) == len(good) + 20

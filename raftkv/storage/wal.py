@@ -83,7 +83,7 @@ class _WalState:
 
 
 class WAL:
-    """Not thread-safe: one caller at a time (the Raft driver serialises)."""
+    """Thread-safe; sync() may run in a worker thread while others append."""
 
     def __init__(
         self,
@@ -107,7 +107,11 @@ class WAL:
         # Lock order: _sync_lock, then _lock.
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._pending: list[bytes] = []
+        # Restate the hard state and compaction point in the segment we are
+        # about to write: its head may have been torn off by the crash that
+        # preceded this open, and compaction may later delete the older
+        # segments that hold them. compact() syncs before deleting anything.
+        self._pending: list[bytes] = self._head_records()
         self._pending_max_index = 0  # highest entry index in _pending
         self._written_last_index = state.last_index  # last_index as of the last write()
         self._failed: BaseException | None = None
@@ -300,12 +304,15 @@ class WAL:
         # The head of every segment restates what older segments established,
         # so deleting them loses nothing. It goes ahead of whatever was
         # appended meanwhile; those records are newer.
+        self._pending[:0] = self._head_records()
+
+    def _head_records(self) -> list[bytes]:
         head = []
         if self._hard_state is not None:
             head.append(encode_hard_state(self._hard_state))
         if self._compacted_index:
             head.append(encode_index_marker(RecordType.COMPACT, self._compacted_index))
-        self._pending[:0] = head
+        return head
 
 
 def _lock_directory(directory: Path) -> int:
