@@ -59,8 +59,8 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_serve, parser=p)
 
 
-def _run_serve(args: argparse.Namespace) -> int:
-    parser = args.parser
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    """The node configuration `serve` flags describe; ValueError says what is wrong."""
     missing = [
         flag
         for flag, value in (
@@ -73,25 +73,29 @@ def _run_serve(args: argparse.Namespace) -> int:
         if not value
     ]
     if missing:
-        parser.error(f"serve needs {', '.join(missing)} (or the RAFTKV_* environment variables)")
+        raise ValueError(f"serve needs {', '.join(missing)} (or the RAFTKV_* environment variables)")
+    return NodeConfig(
+        node_id=args.id,
+        data_dir=Path(args.data_dir),
+        client_addr=args.listen,
+        peer_addr=args.peer_listen,
+        peers=parse_peers(args.peers),
+        engine=args.engine,
+        limits=Limits(
+            max_key_bytes=args.max_key_bytes,
+            max_value_bytes=args.max_value_bytes,
+            max_txn_ops=args.max_txn_ops,
+            max_request_bytes=args.max_request_bytes,
+        ),
+        default_timeout=args.timeout,
+    )
+
+
+def _run_serve(args: argparse.Namespace) -> int:
     try:
-        config = NodeConfig(
-            node_id=args.id,
-            data_dir=Path(args.data_dir),
-            client_addr=args.listen,
-            peer_addr=args.peer_listen,
-            peers=parse_peers(args.peers),
-            engine=args.engine,
-            limits=Limits(
-                max_key_bytes=args.max_key_bytes,
-                max_value_bytes=args.max_value_bytes,
-                max_txn_ops=args.max_txn_ops,
-                max_request_bytes=args.max_request_bytes,
-            ),
-            default_timeout=args.timeout,
-        )
+        config = config_from_args(args)
     except ValueError as exc:
-        parser.error(str(exc))
+        args.parser.error(str(exc))
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,62 @@
+"""docker-compose.yml cannot run here (no Docker engine), so check what can be
+checked: every node service's command and environment make a valid node
+configuration for our own CLI, and the cluster they describe is consistent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raftkv import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def node_services() -> dict[str, dict]:
+    return {name: svc for name, svc in compose()["services"].items() if "profiles" not in svc}
+
+
+def test_nodes_form_one_cluster_with_distinct_published_ports() -> None:
+    services = node_services()
+    assert set(services) == {"n1", "n2", "n3"}
+    published = [svc["ports"][0].split(":")[0] for svc in services.values()]
+    assert sorted(published) == ["7001", "7002", "7003"]
+    peers = {svc["environment"]["RAFTKV_PEERS"] for svc in services.values()}
+    assert len(peers) == 1, "every node must describe the same membership"
+    for name, svc in services.items():
+        assert svc["environment"]["RAFTKV_ID"] == name
+        assert svc["hostname"] == name
+        assert svc["volumes"][0].endswith(":/data")
+
+
+@pytest.mark.parametrize("name", ["n1", "n2", "n3"])
+def test_node_command_and_environment_parse_as_a_valid_node(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = node_services()[name]
+    for key, value in svc["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    argv = svc["command"]
+    assert argv[0] == "raftkv"
+    args = cli.build_parser().parse_args(argv[1:])
+    config = cli.config_from_args(args)
+    assert config.node_id == name
+    assert config.engine == "native"
+    assert set(config.peers) == {"n1", "n2", "n3"}
+    assert config.peers[name].endswith(":7101") and config.peer_addr.endswith(":7101")
+    port = svc["ports"][0].split(":")[1]
+    assert config.client_addr.endswith(f":{port}")
+    healthcheck = " ".join(svc["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/readyz" in healthcheck
+
+
+def test_dockerfile_puts_toxiproxy_server_on_path_and_installs_the_package() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "/usr/local/bin/toxiproxy-server" in dockerfile
+    assert "pip install" in dockerfile
+    for path in ("raftkv", "jepsen_style", "pyproject.toml"):
+        assert f"COPY {path}" in dockerfile or f" {path} " in dockerfile
