@@ -417,3 +417,12 @@ async def test_stop_with_live_connections_leaves_no_tasks() -> None:
     for node in nodes:
         await node.stop()
     assert other_tasks() == set()
+
+
+@run_async
+async def test_stop_without_start_and_twice_is_harmless() -> None:
+    t = TcpTransport("a", LOCAL, {"b": ("127.0.0.1", 9)}, Inbox())
+    t.send("b", b"queued")
+    await t.stop()
+    await t.stop()
+    assert other_tasks() == set()

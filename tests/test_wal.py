@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from raftkv.storage import (
     WALFailedError,
     WALLockedError,
 )
+from raftkv.storage.records import RecordType, encode_record, find_valid_record_after, scan_records
+from raftkv.storage.replay import LogReplay, check_append
 
 
 def records(first: int, last: int, term: int = 1, size: int = 20) -> list[LogRecord]:
@@ -368,8 +371,6 @@ def test_small_segment_size_is_refused(tmp_path: Path) -> None:
 
 
 def test_appends_continue_while_an_fsync_is_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
-
     wal = WAL.open(tmp_path)
     wal.append(records(1, 10))
     fsync_started, release_fsync = threading.Event(), threading.Event()
@@ -399,8 +400,6 @@ def test_appends_continue_while_an_fsync_is_in_flight(tmp_path: Path, monkeypatc
 
 
 def test_syncing_thread_and_appending_thread_across_segment_rolls(tmp_path: Path) -> None:
-    import threading
-
     wal = WAL.open(tmp_path, segment_bytes=4096)
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -460,8 +459,6 @@ def test_hard_state_survives_crash_before_new_segment_head_then_compaction(tmp_p
 
 
 def test_check_append_rules() -> None:
-    from raftkv.storage.replay import check_append
-
     assert check_append(last_index=10, compacted_index=0, first_new_index=11) is False
     assert check_append(last_index=10, compacted_index=0, first_new_index=4) is True
     with pytest.raises(ValueError, match="gap"):
@@ -471,8 +468,6 @@ def test_check_append_rules() -> None:
 
 
 def test_log_replay_applies_truncation_and_compaction() -> None:
-    from raftkv.storage.replay import LogReplay
-
     replay = LogReplay(expected_next=1)
     for entry in records(1, 10):
         assert replay.on_entry(entry) is None
@@ -489,8 +484,6 @@ def test_log_replay_applies_truncation_and_compaction() -> None:
 
 
 def test_zero_filled_tail_is_torn_not_corrupt() -> None:
-    from raftkv.storage.records import encode_record, find_valid_record_after, scan_records, RecordType
-
     good = encode_record(RecordType.TRUNCATE, (5).to_bytes(8, "big"))
     data = good + bytes(4096)
     scanned = scan_records(data)
