@@ -91,9 +91,10 @@ def test_arbitrary_messages_round_trip(
         (msgpack.packb([99, "a", "b", 1]), "unknown message type"),
         (msgpack.packb([0, 1, "b", 1]), "strings"),
         (msgpack.packb([0, "a", "b", -1]), "non-negative"),
-        (msgpack.packb([0, "a", "b", 1, 0, 0, [[1, 1, 0]]]), "malformed"),
+        (msgpack.packb([0, "a", "b", 1, 0, 0, [[1, 1, 0]]]), "entry fields"),
         (msgpack.packb([0, "a", "b", 1, 0, 0, [[1, 1, 0, "text"]]], use_bin_type=True), "bytes data"),
         (msgpack.packb([8, "a", "b", 1, 0, 0, [], 0, False, 0, b"", 0, [1, 2]]), "malformed"),
+        (msgpack.packb([0, "a", "b", 1, 0, 0, [[1, 1, 0, b"x"], [2, "t", 0, b"y"], [3, 1, 0, b"z"]]], use_bin_type=True), "int term"),
         (msgpack.packb(list(range(20))), "array of 4"),
     ],
 )

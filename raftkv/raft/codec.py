@@ -8,6 +8,8 @@ responses a handful of bytes.
 
 from __future__ import annotations
 
+from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -27,7 +29,12 @@ _MAX_TYPE = max(MsgType)
 _ENTRIES = Message._fields.index("entries")
 _SNAPSHOT = Message._fields.index("snapshot")
 _packb = msgpack.Packer(use_bin_type=True).pack
-_make_entry = Entry._make
+# tuple.__new__ bound to the class skips the Python-level __new__ of a
+# NamedTuple: decoding is dominated by per-entry object creation.
+_make_entry = partial(tuple.__new__, Entry)
+_new_message = partial(tuple.__new__, Message)
+_index_of, _term_of, _kind_of, _data_of = (itemgetter(i) for i in range(4))
+_FOUR, _BYTES, _INT = {4}, {bytes}, {int}
 
 
 def encode_message(m: Message) -> bytes:
@@ -51,21 +58,33 @@ def decode_message(data: bytes) -> Message:
         raise CodecError("message sender and receiver must be strings")
     if type(term) is not int or term < 0:
         raise CodecError(f"message term must be a non-negative integer, got {term!r}")
+    n = len(raw)
+    has_entries = n > _ENTRIES and raw[_ENTRIES]
+    has_snapshot = n > _SNAPSHOT and raw[_SNAPSHOT] is not None
+    if not (has_entries or has_snapshot):
+        # Fast path: heartbeats, responses and votes carry neither.
+        return _new_message(raw + _DEFAULTS[n:] if n < _NFIELDS else raw)
     fields = list(raw)
-    if len(fields) < _NFIELDS:
-        fields.extend(_DEFAULTS[len(fields):])
+    if n < _NFIELDS:
+        fields.extend(_DEFAULTS[n:])
     try:
-        if len(raw) > _ENTRIES and raw[_ENTRIES]:
-            entries = list(map(_make_entry, raw[_ENTRIES]))
-            for e in (entries[0], entries[-1]):
-                if type(e.data) is not bytes or type(e.index) is not int or type(e.term) is not int:
-                    raise CodecError("entry fields must be (int index, int term, int kind, bytes data)")
-            fields[_ENTRIES] = entries
-        if len(raw) > _SNAPSHOT and raw[_SNAPSHOT] is not None:
+        if has_entries:
+            raw_entries = raw[_ENTRIES]
+            # Whole-batch checks with C-level map/set: no Python loop per entry.
+            if (
+                set(map(len, raw_entries)) != _FOUR
+                or set(map(type, map(_data_of, raw_entries))) != _BYTES
+                or set(map(type, map(_index_of, raw_entries))) != _INT
+                or set(map(type, map(_term_of, raw_entries))) != _INT
+                or set(map(type, map(_kind_of, raw_entries))) != _INT
+            ):
+                raise CodecError("entry fields must be (int index, int term, int kind, bytes data)")
+            fields[_ENTRIES] = list(map(_make_entry, raw_entries))
+        if has_snapshot:
             index, sterm, (voters, learners) = raw[_SNAPSHOT]
             fields[_SNAPSHOT] = SnapshotMeta(index, sterm, ConfState(tuple(voters), tuple(learners)))
     except CodecError:
         raise
     except (TypeError, ValueError) as exc:
         raise CodecError(f"malformed message body: {exc}") from exc
-    return Message._make(fields)
+    return _new_message(fields)
