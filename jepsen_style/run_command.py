@@ -13,8 +13,11 @@ from typing import TextIO
 from raftkv.config import DEFAULT_ENGINE, ENGINES
 
 from jepsen_style.nemesis.kinds import GROUPS, KINDS, NemesisChoiceError, parse_nemeses
-from jepsen_style.runner import EXIT_HARNESS_FAILURE, RunConfig, run
 from jepsen_style.workloads import WORKLOAD_NAMES
+
+# Same meaning as jepsen_style.runner's; that module (matplotlib, aiohttp) is
+# imported only when a run starts so `--help` and input errors stay fast.
+EXIT_HARNESS_FAILURE = 2
 
 
 def _positive(kind: type, text: str) -> float:
@@ -79,6 +82,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                         help="each fault lasts between A and B seconds (default 2:4)")
     parser.add_argument("--quiet-seconds", type=seconds_range, default=(2.0, 4.0), metavar="A:B",
                         help="healthy time between faults (default 2:4)")
+    parser.add_argument("--node-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for every `raftkv serve` (repeatable), "
+                        "e.g. --node-arg=--log-level --node-arg=DEBUG")
     parser.add_argument("--unsafe-serializable-reads", action="store_true",
                         help="DELIBERATELY BROKEN: register reads use ?consistency=serializable, "
                         "which may return stale values; a correct checker reports anomalies")
@@ -95,13 +101,15 @@ def run_from_args(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.unsafe_serializable_reads and args.workload != "register":
         print("error: --unsafe-serializable-reads applies to --workload register only", file=sys.stderr)
         return EXIT_HARNESS_FAILURE
+    from jepsen_style.runner import RunConfig, run
+
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     directory = args.out or Path("jepsen-runs") / time.strftime("%Y%m%d-%H%M%S")
     config = RunConfig(
         workload=args.workload, nemeses=nemeses, time_s=args.time, concurrency=args.concurrency,
         rate=args.rate, nodes=args.nodes, engine=args.engine, seed=seed, out=directory,
         unsafe_serializable_reads=args.unsafe_serializable_reads,
-        quiet_s=args.quiet_seconds, fault_s=args.fault_seconds,
+        quiet_s=args.quiet_seconds, fault_s=args.fault_seconds, node_args=tuple(args.node_arg),
     )
     print(f"running {config.workload} for {config.time_s:g} s (seed {seed}), output in {directory}",
           file=out, flush=True)

@@ -53,6 +53,8 @@ class RunConfig:
     # Quiet and fault period bounds for the nemesis schedule (seconds).
     quiet_s: tuple[float, float] = (2.0, 4.0)
     fault_s: tuple[float, float] = (2.0, 4.0)
+    # Extra `raftkv serve` arguments for every node (e.g. ["--log-level", "DEBUG"]).
+    node_args: tuple[str, ...] = ()
 
 
 @dataclass
@@ -78,6 +80,7 @@ async def _run(config: RunConfig) -> RunResult:
     needs_proxies = any(KINDS[k].needs_link_proxies for k in config.nemeses)
     proxies = LinkProxies() if needs_proxies else None
     cluster = LocalCluster(data_dir, nodes=config.nodes, engine=config.engine,
+                           extra_args=list(config.node_args),
                            router=proxies.route if proxies else None)
     recorder = HistoryRecorder(config.out / "history.jsonl")
     errors: list[str] = []

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jepsen_style.history import HistoryEvent
-from jepsen_style.report.charts import latency_png, throughput_png, timeline_png
 from jepsen_style.report.stats import fault_intervals, timed_ops
 from jepsen_style.workloads.base import CheckOutcome
 
@@ -31,6 +30,8 @@ img { max-width: 100%; border: 1px solid #ddd; margin-bottom: 1em; }
 
 def write_report(out: Path, results: dict[str, Any], events: Sequence[HistoryEvent],
                  check: CheckOutcome | None) -> Path:
+    from jepsen_style.report.charts import latency_png, throughput_png, timeline_png  # slow import
+
     ops = timed_ops(events)
     end = max((e.time for e in events), default=0.0)
     faults = fault_intervals(events, end)
