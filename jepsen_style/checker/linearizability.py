@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from jepsen_style.checker.models import Model
+from jepsen_style.checker.models import NOT_OBSERVING, UNOBSERVED, Model
 from jepsen_style.checker.operation import UNKNOWN, Operation
 
 __all__ = ["check", "check_partition", "CheckResult", "Failure", "Operation", "Verdict"]
@@ -129,10 +129,11 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
             raise ValueError(f"operation returns before it is called: {op}")
     step_model = model.part_model or model
     read_only = step_model.read_only
+    canonical = step_model.canonicalize(all_ops) if step_model.canonicalize else all_ops
     # A read-only operation with unknown outcome constrains nothing: drop it.
-    kept = [index for index, op in enumerate(all_ops)
+    kept = [index for index, op in enumerate(canonical)
             if op.outcome_known or not read_only(op.input, UNKNOWN)]
-    ops = [all_ops[index] for index in kept]
+    ops = [canonical[index] for index in kept]
     n = len(ops)
     events: list[tuple[float, int, int]] = []
     for i, op in enumerate(ops):
@@ -212,6 +213,19 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
 
     step = step_model.step
     state: Any = step_model.init()
+    # States that no remaining operation can tell apart are merged into
+    # UNOBSERVED when the model says how operations observe the state.
+    watching = step_model.observed_value is not None
+    watch: list[Any] = []
+    observers: dict[Any, int] = {}
+    watched: Any = NOT_OBSERVING
+    if step_model.observed_value is not None:
+        watch = [step_model.observed_value(inputs[i], outputs[i]) for i in range(n)]
+        for value in watch:
+            if value is not NOT_OBSERVING:
+                observers[value] = observers.get(value, 0) + 1
+        if not observers.get(state):
+            state = UNOBSERVED
     known_done = 0
     unknown_done = 0
     # Frames: (call entry, state before it, phase it was found in).
@@ -243,9 +257,17 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
             if not accepted:
                 entry = nxt[entry]
                 continue
+            if watching:
+                watched = watch[i]
+                if watched is not NOT_OBSERVING:
+                    observers[watched] -= 1
+                if not observers.get(new_state):
+                    new_state = UNOBSERVED
             if phase == 2:
                 if new_state == state:
                     # Applying it changes nothing; not applying it keeps more options.
+                    if watching and watched is not NOT_OBSERVING:
+                        observers[watched] += 1
                     entry = nxt[entry]
                     continue
                 new_known = known_done
@@ -289,6 +311,8 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
                 phase = 0
                 entry = nxt[heads[0]]
                 continue
+            if watching and watched is not NOT_OBSERVING:
+                observers[watched] += 1
             if phase != 0:
                 entry = nxt[entry]
                 continue
@@ -308,6 +332,10 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
                     None if stuck is None else kept[entry_op[stuck]],
                 )
             entry, state, phase = stack.pop()
+            if watching:
+                watched = watch[entry_op[entry]]
+                if watched is not NOT_OBSERVING:
+                    observers[watched] += 1
             if phase == 2:
                 unknown_done ^= bits[entry_op[entry]]
             else:

@@ -54,6 +54,14 @@ class Model:
     # A cheaper model valid within one part produced by `partition` (e.g. a
     # single key's value instead of a map); the checker steps parts with it.
     part_model: "Model | None" = None
+    # Rewrites the operations of one part (same length and order) into an
+    # equivalent form that is faster to search; the verdict must not change.
+    canonicalize: Callable[[list[Operation]], list[Operation]] | None = None
+    # For register-like models only: the value an operation compares the state
+    # with (NOT_OBSERVING if none). Setting it promises that acceptance and
+    # transitions depend on the state only through equality with such values,
+    # so the checker may merge states no remaining operation observes.
+    observed_value: Callable[[Any, Any], Any] | None = None
 
 
 class ModelInputError(ValueError):
@@ -123,7 +131,79 @@ def register_model() -> Model:
         describe_operation=_describe_register,
         read_only=_register_read_only,
         name="register",
+        canonicalize=_canonical_register_ops,
+        observed_value=_register_observed_value,
     )
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+# Stands for every value that no (remaining) operation compares the register with.
+UNOBSERVED: Any = _Marker("<unobserved value>")
+# What `Model.observed_value` returns for an operation that compares with nothing.
+NOT_OBSERVING: Any = _Marker("<not observing>")
+
+
+def _register_observed_value(input: Any, output: Any) -> Any:
+    f, arg = input
+    if f == "read":
+        return NOT_OBSERVING if output is UNKNOWN else output
+    if f == "cas":
+        return arg[0]
+    return NOT_OBSERVING
+
+
+def _one_key_register_observed_value(input: Any, output: Any) -> Any:
+    return _register_observed_value(input[1:], output)
+
+
+def _merge_unobserved_values(ops: list[Operation], offset: int) -> list[Operation]:
+    """Replace values nobody observes by one token.
+
+    Reads and cas only ever compare the register with a read's result or a
+    cas's expected value. Values outside that set are indistinguishable, so
+    mapping them all to UNOBSERVED preserves every operation's acceptance and
+    the verdict; it makes e.g. unknown-outcome writes of never-read values
+    interchangeable, which the search exploits. `offset` is where (f, arg)
+    starts in the input tuple.
+    """
+    observed: set[Any] = set()
+    for op in ops:
+        f, arg = op.input[offset], op.input[offset + 1]
+        try:
+            if f == "read" and op.outcome_known:
+                observed.add(op.output)
+            elif f == "cas":
+                observed.add(arg[0])
+        except TypeError:  # an unhashable value: leave this part as it is
+            return ops
+    rewritten = []
+    for op in ops:
+        f, arg = op.input[offset], op.input[offset + 1]
+        if f == "write" and arg not in observed:
+            arg = UNOBSERVED
+        elif f == "cas" and arg[1] not in observed:
+            arg = (arg[0], UNOBSERVED)
+        else:
+            rewritten.append(op)
+            continue
+        new_input = op.input[:offset] + (f, arg)
+        rewritten.append(Operation(op.client_id, new_input, op.call, op.output, op.ret))
+    return rewritten
+
+
+def _canonical_register_ops(ops: list[Operation]) -> list[Operation]:
+    return _merge_unobserved_values(ops, 0)
+
+
+def _canonical_one_key_register_ops(ops: list[Operation]) -> list[Operation]:
+    return _merge_unobserved_values(ops, 1)
 
 
 # --- many independent registers (the harness's register workload) -----------
@@ -201,6 +281,8 @@ def keyed_register_model() -> Model:
             describe_operation=_describe_keyed_register,
             read_only=_keyed_register_read_only,
             name="keyed-register (one key)",
+            canonicalize=_canonical_one_key_register_ops,
+            observed_value=_one_key_register_observed_value,
         ),
     )
 
