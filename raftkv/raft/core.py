@@ -278,8 +278,8 @@ class RaftCore:
                 self.applied = last_applied
         if self.role is _LEADER:
             me = self.progress.get(self.id)
-            if me is not None and me.maybe_update(self.log.unstable_from - 1):
-                self._maybe_commit()
+            if me is not None and me.maybe_update(self.log.unstable_from - 1) and self._maybe_commit():
+                self._bcast_commit = True
 
     def snapshot_taken(self, meta: SnapshotMeta, data: bytes, retain_entries: int = 0) -> None:
         """The driver snapshotted the state machine at ``meta.index`` (<= applied).

@@ -12,7 +12,7 @@ from raftkv.raft.sim.invariants import InvariantChecker
 from raftkv.raft.sim.kv import RegisterKV
 from raftkv.raft.sim.network import SimNetwork
 from raftkv.raft.sim.storage import SimStorage
-from raftkv.raft.types import EntryKind, RaftConfig, Snapshot
+from raftkv.raft.types import EntryKind, RaftConfig, Role, Snapshot
 
 
 class CrashPoint(enum.Enum):
@@ -21,7 +21,8 @@ class CrashPoint(enum.Enum):
 
 
 class SimNode:
-    def __init__(self, config: RaftConfig, seed: int) -> None:
+    def __init__(self, config: RaftConfig, seed: int, send_early: bool = False) -> None:
+        self.send_early = send_early
         self.id = config.node_id
         self.config = config
         self._seed = seed
@@ -65,6 +66,19 @@ class SimNode:
         core = self.core
         rd = core.ready()
         checker.on_ready(self, rd)
+        durable = self.storage.hard_state
+        hard = rd.hard_state
+        # The real driver lets a leader send before its own fsync (Raft
+        # thesis 10.2.1) unless its term or vote changed; model that too.
+        sent_early = (
+            self.send_early
+            and core.role is Role.LEADER
+            and rd.snapshot is None
+            and (hard is None or (hard.term, hard.vote) == (durable.term, durable.vote))
+        )
+        if sent_early:
+            for m in rd.messages:
+                net.send(m, now)
         if crash is CrashPoint.BEFORE_PERSIST:
             self.crash()
             return [], []
@@ -72,8 +86,9 @@ class SimNode:
         if crash is CrashPoint.AFTER_PERSIST:
             self.crash()
             return [], []
-        for m in rd.messages:
-            net.send(m, now)
+        if not sent_early:
+            for m in rd.messages:
+                net.send(m, now)
         applied: list[tuple[int, Any]] = []
         if rd.snapshot is not None:
             self.kv.restore(rd.snapshot.data)

@@ -45,7 +45,8 @@ class SimulationFailure(AssertionError):
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     chaos_ticks: int = 120
-    calm_ticks: int = 150  # upper bound; the run ends as soon as the cluster converged
+    calm_ticks: int = 300  # upper bound; the run ends as soon as the cluster converged
+    calm_op_ticks: int = 20  # clients keep issuing operations this long after healing
     clients: int = 3
     keys: int = 2
     op_timeout: int = 30
@@ -113,6 +114,7 @@ class Simulation:
             # campaigning; only PreVote or leader stickiness (CheckQuorum)
             # protects the cluster (Raft dissertation, 4.2.3).
             check_quorum = True
+        send_early = rng.random() < 0.5
         self.nodes: dict[str, SimNode] = {}
         for i, node_id in enumerate(self.all_ids):
             rc = RaftConfig(
@@ -126,7 +128,7 @@ class Simulation:
                 pre_vote=pre_vote,
                 check_quorum=check_quorum,
             )
-            self.nodes[node_id] = SimNode(rc, seed * 16 + i)
+            self.nodes[node_id] = SimNode(rc, seed * 16 + i, send_early=send_early)
         faults = NetworkFaults(
             drop=rng.choice((0.0, 0.02, 0.1)),
             duplicate=rng.choice((0.0, 0.02, 0.05)),
@@ -143,9 +145,9 @@ class Simulation:
         self._next_req = 1
         self.keys = [f"k{i}" for i in range(cfg.keys)]
         self.p_crash = rng.choice((0.0, 0.01, 0.03))
-        self.p_ready_crash = rng.choice((0.0, 0.003))
+        self.p_ready_crash = rng.choice((0.0, 0.01))
         self.p_partition = rng.choice((0.0, 0.02, 0.05))
-        self.p_snapshot = rng.choice((0.0, 0.02, 0.1))
+        self.p_snapshot = rng.choice((0.0, 0.05, 0.2))
         self.p_transfer = rng.choice((0.0, 0.01, 0.03))
         self.p_conf = p_conf
         self.p_op = rng.choice((0.3, 0.7))
@@ -171,7 +173,7 @@ class Simulation:
                 for node in self.nodes.values():
                     if not node.alive:
                         self._restart(node)
-                self._step_tick(new_ops=calm_left > self.cfg.op_timeout + 5)
+                self._step_tick(new_ops=self.cfg.calm_ticks - calm_left <= self.cfg.calm_op_ticks)
                 if self._converged() and not any(c.op for c in self.clients):
                     break
             else:
@@ -282,7 +284,7 @@ class Simulation:
         if self.net.blocked and rng.random() < 0.06:
             self.net.heal()
         if self.p_snapshot and alive and rng.random() < self.p_snapshot:
-            rng.choice(alive).take_snapshot(retain=rng.choice((0, 0, 2, 8)))
+            rng.choice(alive).take_snapshot(retain=rng.choice((0, 0, 0, 4)))
         leader = self._leader()
         if leader is not None and self.p_transfer and rng.random() < self.p_transfer:
             target = rng.choice(self.all_ids)
