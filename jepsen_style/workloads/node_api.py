@@ -92,20 +92,33 @@ class NodeApi:
         Raises `OutcomeUnknown` or `RequestNotSent`, or `UnexpectedReply` for an
         answer other than 200.
         """
-        keys: list[str] = []
+        return [kv["key"] for kv in await self.list_kvs(prefix, keys_only=True)]
+
+    async def list_kvs(self, prefix: str, keys_only: bool = False) -> list[dict[str, Any]]:
+        """Every KV object under `prefix`, as `list_keys` (values as JSON gives them)."""
+        kvs: list[dict[str, Any]] = []
         start_after: str | None = None
         while True:
-            params = {"prefix": prefix, "keys_only": "true", "limit": "1000"}
+            params = {"prefix": prefix, "limit": "1000"}
+            if keys_only:
+                params["keys_only"] = "true"
             if start_after is not None:
                 params["start_after"] = start_after
             reply = await self.request("GET", "/v1/kv", params=params)
             if reply.status != 200:
                 raise UnexpectedReply(reply)
             page = reply.json()
-            keys.extend(kv["key"] for kv in page["kvs"])
+            kvs.extend(page["kvs"])
             if not page.get("more") or not page["kvs"]:
-                return keys
+                return kvs
             start_after = page["kvs"][-1]["key"]
+
+    async def status(self) -> dict[str, Any]:
+        """`GET /v1/status`; raises like `list_kvs`."""
+        reply = await self.request("GET", "/v1/status")
+        if reply.status != 200:
+            raise UnexpectedReply(reply)
+        return dict(reply.json())
 
 
 class UnexpectedReply(Exception):
