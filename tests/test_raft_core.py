@@ -731,3 +731,44 @@ def test_log_find_conflict_by_term_skips_whole_terms() -> None:
     assert log.find_conflict_by_term(7, 4) == (7, 4)
     assert log.find_conflict_by_term(9, 1) == (2, 1)
     assert log.find_conflict_by_term(3, 0) == (0, 0)
+
+
+# ---------------------------------------------------------------------------
+# building blocks
+
+
+def test_read_queue_confirms_only_rounds_a_quorum_acknowledged() -> None:
+    from raftkv.raft.read_only import ReadIndexQueue
+
+    q = ReadIndexQueue()
+    voters = ("a", "b", "c", "d", "e")
+    assert q.add(b"r1", "a", 10) is True
+    r = q.start_round()
+    assert q.add(b"r2", "b", 11) is False  # waits for the next round
+    q.ack("b", r)
+    assert q.confirmed("a", voters) == []  # a + b of 5: no quorum
+    q.ack("c", r)
+    assert [p.ctx for p in q.confirmed("a", voters)] == [b"r1"]
+    assert not q.outstanding and len(q) == 1
+    r2 = q.start_round()
+    for v in ("c", "d"):
+        q.ack(v, r2)
+    assert [(p.ctx, p.index, p.requester) for p in q.confirmed("a", voters)] == [(b"r2", 11, "b")]
+
+
+def test_progress_window_pauses_and_rejections_fall_back_to_probe() -> None:
+    from raftkv.raft.progress import Progress, ProgressState
+
+    pr = Progress(next_index=11, max_inflight=2)
+    pr.sent_entries(11)
+    assert pr.is_paused()  # probe: one message per round trip
+    assert pr.maybe_update(10)
+    pr.become_replicate()
+    pr.sent_entries(12)
+    pr.sent_entries(14)
+    assert pr.is_paused() and pr.next == 15
+    pr.maybe_update(12)
+    assert not pr.is_paused()
+    assert not pr.maybe_decrease_to(rejected=9, hint=5)  # stale: below match
+    assert pr.maybe_decrease_to(rejected=14, hint=13)
+    assert pr.state is ProgressState.PROBE and pr.next == 14  # right after the hint
