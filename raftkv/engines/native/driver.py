@@ -25,7 +25,7 @@ from raftkv.errors import EngineStoppedError, NoLeaderError
 from raftkv.raft.codec import encode_message
 from raftkv.raft.core import RaftCore
 from raftkv.raft.ready import Ready
-from raftkv.raft.types import EntryKind, ProposalDropped, Role, Snapshot, SnapshotMeta
+from raftkv.raft.types import Entry, EntryKind, ProposalDropped, Role, Snapshot, SnapshotMeta
 from raftkv.storage import WAL, LogRecord, SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,14 @@ class RaftDriver:
         self._durable_term_vote = (core.term, core.vote)
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_saved: Snapshot | None = None
+        self._syncing = False  # awaiting an fsync of the WAL
         # One thread each: WAL writes stay ordered, and a slow snapshot
         # write never holds up the WAL's fsync.
         self._wal_thread = ThreadPoolExecutor(1, thread_name_prefix=f"wal-{core.id}")
         self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix=f"snapshot-{core.id}")
         self.readies = 0
         self.syncs = 0
+
 
     def wake(self) -> None:
         self._wake.set()
@@ -182,23 +184,33 @@ class RaftDriver:
             wal.append(cast(list[LogRecord], rd.entries))
         if hard is not None:
             wal.set_hard_state(hard.term, hard.vote, hard.commit)
+        syncing: asyncio.Future[Any] | None = None
         if compact_to:
             await self._in_wal_thread(wal.compact, compact_to)
             waited = True
         elif rd.must_sync:
-            await self._in_wal_thread(wal.sync)
             self.syncs += 1
             waited = True
+            syncing = asyncio.get_running_loop().run_in_executor(self._wal_thread, wal.sync)
+        # Committed entries are durable on a quorum already, so they may be
+        # applied (and their callers answered) while our own fsync of the
+        # newer entries in this Ready runs.
+        if rd.snapshot is not None:
+            self._apply_snapshot(rd.snapshot)
+        if rd.committed_entries:
+            self._apply_entries(rd.committed_entries)
+        for read_state in rd.read_states:
+            self.reads.confirmed(read_state.ctx, read_state.index, self.applied)
+        if syncing is not None:
+            self._syncing = True
+            try:
+                await syncing
+            finally:
+                self._syncing = False
         if hard is not None:
             self._durable_term_vote = (hard.term, hard.vote)
         if not send_early:
             self._send_all(rd)
-        if rd.snapshot is not None:
-            self._apply_snapshot(rd.snapshot)
-        if rd.committed_entries:
-            self._apply_entries(rd)
-        for read_state in rd.read_states:
-            self.reads.confirmed(read_state.ctx, read_state.index, self.applied)
         core.advance(rd)
         self.reads.applied(self.applied)
         if rd.soft_state is not None:
@@ -215,14 +227,31 @@ class RaftDriver:
     async def _in_wal_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._wal_thread, fn, *args)
 
-    def _apply_entries(self, rd: Ready) -> None:
+    def apply_early(self) -> None:
+        """Apply what the core committed while the driver waits for the disk.
+
+        Called after a peer message was stepped. Without this, a write whose
+        quorum acknowledgement arrives during our fsync of newer entries
+        would wait for that fsync (and the next Ready) before its caller
+        hears back. Entries up to the commit index are final, so applying
+        them early is safe; the Ready that later carries them skips them.
+        """
+        if not self._syncing:
+            return
+        core = self.core
+        commit = core.commit
+        if commit <= self.applied or core.log.offset > self.applied:
+            return  # nothing new, or a snapshot replaced the log: wait for the Ready
+        self._apply_entries(core.log.slice(self.applied + 1, commit))
+
+    def _apply_entries(self, entries: list[Entry]) -> None:
         machine_apply = self.machine.apply
         prefix = self._prefix
         seq_end = self._seq_end
         proposals = self.proposals
         overwritten: list[int] = []
         applied = self.applied
-        for entry in rd.committed_entries:
+        for entry in entries:
             index = entry.index
             if index <= applied:
                 continue  # covered by a snapshot installed meanwhile
@@ -287,6 +316,8 @@ class RaftDriver:
     def _maybe_snapshot(self) -> None:
         if self._snapshot_task is not None or self.applied - self.snapshot_index < self.snapshot_every:
             return
+        if self.applied != self.core.applied:
+            return  # applied early past the core's view; the next Ready lines them up
         meta = self.core.applied_snapshot_meta()
         # Taken right after advance(), so the state machine is exactly at meta.index.
         snapshot = Snapshot(meta, self.machine.snapshot())

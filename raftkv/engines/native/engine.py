@@ -220,6 +220,7 @@ class NativeEngine(Engine):
             )
             return
         core.step(message)
+        driver.apply_early()
         driver.wake()
 
     # ------------------------------------------------------------- requests
