@@ -772,3 +772,39 @@ def test_progress_window_pauses_and_rejections_fall_back_to_probe() -> None:
     assert not pr.maybe_decrease_to(rejected=9, hint=5)  # stale: below match
     assert pr.maybe_decrease_to(rejected=14, hint=13)
     assert pr.state is ProgressState.PROBE and pr.next == 14  # right after the hint
+
+
+def test_stale_node_campaigning_over_and_over_cannot_starve_the_up_to_date_one() -> None:
+    # Regression (simulation seeds 980, 1065, 1613, 1746 of the first
+    # simulator version): refusing a stale candidate's vote used to reset
+    # the refuser's election timer, so a stale node with a faster clock kept
+    # the only electable node from ever campaigning.
+    c = Cluster(("a", "b"), pre_vote=False, check_quorum=False)
+    c.restore("a", entries(1, 1, 2), term=2)
+    c.restore("b", entries(1), term=2)
+    for _ in range(300):
+        c.tick("b", 2)  # b's clock runs twice as fast
+        c.tick("a", 1)
+        c.deliver()
+        if c["a"].role is Role.LEADER:
+            break
+    assert c["a"].role is Role.LEADER
+
+
+def test_removed_node_that_missed_its_removal_cannot_depose_the_leader() -> None:
+    # Regression (simulation seed 249 of the first simulator version):
+    # with CheckQuorum, members that hear from the leader ignore the
+    # removed node's ever-higher-term vote requests.
+    c = Cluster(ABC)
+    c.elect("a")
+    c.blocked.add("c")  # c never learns that it was removed
+    c["a"].propose_conf_change(ConfChange(ConfChangeKind.REMOVE, "c"))
+    c.deliver()
+    c.tick_all(2)
+    assert c["a"].voters == ("a", "b") and c["c"].voters == ABC
+    term = c["a"].term
+    c.blocked.clear()
+    for _ in range(60):
+        c["c"].tick()
+        c.tick_all()
+    assert c.leader().id == "a" and c["a"].term == term

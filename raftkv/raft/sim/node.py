@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 from raftkv.raft.core import RaftCore
+from raftkv.raft.ready import Ready
 from raftkv.raft.sim.invariants import InvariantChecker
 from raftkv.raft.sim.kv import RegisterKV
 from raftkv.raft.sim.network import SimNetwork
@@ -21,8 +22,9 @@ class CrashPoint(enum.Enum):
 
 
 class SimNode:
-    def __init__(self, config: RaftConfig, seed: int, send_early: bool = False) -> None:
+    def __init__(self, config: RaftConfig, seed: int, send_early: bool = False, lazy_commit: bool = False) -> None:
         self.send_early = send_early
+        self.lazy_commit = lazy_commit
         self.id = config.node_id
         self.config = config
         self._seed = seed
@@ -82,7 +84,13 @@ class SimNode:
         if crash is CrashPoint.BEFORE_PERSIST:
             self.crash()
             return [], []
-        self.storage.persist(rd)
+        if self.lazy_commit and not rd.must_sync and rd.hard_state is not None:
+            # A driver may skip the fsync when only the commit index moved;
+            # a crash then forgets the newer commit index, which is fine.
+            rd_durable = Ready(entries=rd.entries, snapshot=rd.snapshot)
+            self.storage.persist(rd_durable)
+        else:
+            self.storage.persist(rd)
         if crash is CrashPoint.AFTER_PERSIST:
             self.crash()
             return [], []

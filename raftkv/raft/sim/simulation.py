@@ -115,6 +115,7 @@ class Simulation:
             # protects the cluster (Raft dissertation, 4.2.3).
             check_quorum = True
         send_early = rng.random() < 0.5
+        lazy_commit = rng.random() < 0.5
         self.nodes: dict[str, SimNode] = {}
         for i, node_id in enumerate(self.all_ids):
             rc = RaftConfig(
@@ -128,7 +129,7 @@ class Simulation:
                 pre_vote=pre_vote,
                 check_quorum=check_quorum,
             )
-            self.nodes[node_id] = SimNode(rc, seed * 16 + i, send_early=send_early)
+            self.nodes[node_id] = SimNode(rc, seed * 16 + i, send_early=send_early, lazy_commit=lazy_commit)
         faults = NetworkFaults(
             drop=rng.choice((0.0, 0.02, 0.1)),
             duplicate=rng.choice((0.0, 0.02, 0.05)),
