@@ -218,12 +218,7 @@ class HttpApi:
 
     async def txn(self, request: web.Request) -> web.Response:
         query = _query(request, {"timeout"})
-        body = await request.read()
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
-        command = _check(parse_txn, payload, self.limits)
+        command = _check(parse_txn, await _json_body(request), self.limits)
         idem = _idempotency_key(request)
         if idem is not None:
             command["idem"] = idem
@@ -280,13 +275,9 @@ class HttpApi:
 
     async def transfer_leadership(self, request: web.Request) -> web.Response:
         query = _query(request, {"timeout"})
-        body = await request.read()
+        payload = await _json_body(request, empty=None)
         target: str | None = None
-        if body.strip():
-            try:
-                payload = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+        if payload is not None:
             if not isinstance(payload, dict):
                 raise ApiError(400, "wrong_type", "request body must be a JSON object")
             unknown = set(payload) - {"to"}
@@ -347,6 +338,20 @@ def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
         if len(query.getall(name)) > 1:
             raise ApiError(400, "invalid_argument", f"query parameter {name!r} given more than once")
     return dict(query)
+
+
+_NO_DEFAULT = object()
+
+
+async def _json_body(request: web.Request, empty: Any = _NO_DEFAULT) -> Any:
+    """The request body as JSON; ``empty`` (if given) stands for a blank body."""
+    body = await request.read()
+    if empty is not _NO_DEFAULT and not body.strip():
+        return empty
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
 
 
 def _key(request: web.Request, limits: Limits) -> str:
