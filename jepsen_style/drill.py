@@ -51,6 +51,8 @@ class DrillConfig:
     steady_s: float = 1.0
     # Longest wait for a new leader or the first write after a fault.
     round_timeout_s: float = 20.0
+    # Extra `raftkv serve` arguments for every node.
+    node_args: tuple[str, ...] = ()
 
 
 @dataclass
@@ -136,7 +138,8 @@ def run_drill(config: DrillConfig) -> DrillResult:
 async def _run_drill(config: DrillConfig) -> DrillResult:
     config.out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="jepsen-drill-"))
-    cluster = LocalCluster(data_dir, nodes=config.nodes, engine=config.engine)
+    cluster = LocalCluster(data_dir, nodes=config.nodes, engine=config.engine,
+                           extra_args=list(config.node_args))
     rounds: list[RoundResult] = []
     errors: list[str] = []
     fault_times: list[float] = []

@@ -92,6 +92,9 @@ def test_fault_plan_is_deterministic_and_fits_in_time() -> None:
     assert plan and all(0 < f.start < f.end <= 30.0 for f in plan)
     assert all(a.end < b.start for a, b in zip(plan, plan[1:]))
     assert plan_faults([], 30.0, random.Random(5)) == []
+    kinds = ["kill", "pause", "partition"]
+    assert all({f.kind for f in plan_faults(kinds, 30.0, random.Random(seed))[:3]} == set(kinds)
+               for seed in range(20))
 
 
 def test_choose_nodes() -> None:
@@ -283,9 +286,10 @@ def test_cluster_that_will_not_start_is_a_harness_failure(tmp_path: Path) -> Non
 
 
 @pytest.mark.timeout(90)
-def test_register_run_with_kill_nemesis_is_valid(tmp_path: Path) -> None:
+def test_register_run_with_kill_and_partition_nemeses_is_valid(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = _cli("run", "--workload", "register", "--nemesis", "kill", "--time", "20",
+    result = _cli("run", "--workload", "register", "--engine", "native", "--nemesis", "kill,partition",
+                  "--time", "20",
                   "--concurrency", "6", "--rate", "30", "--seed", "11", "--out", str(out), timeout=80)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verdict: VALID" in result.stdout
@@ -294,18 +298,20 @@ def test_register_run_with_kill_nemesis_is_valid(tmp_path: Path) -> None:
     assert results["nemesis"]["faults"] >= 2
     assert results["counts"]["ok"] > 100
     events = read_history(out / "history.jsonl")
-    assert any(e.is_nemesis and e.f == "kill" for e in events)
+    assert {e.f for e in events if e.is_nemesis} >= {"kill", "partition"}
     assert all(e.type != "fail" or e.f != "cas" or e.extra.get("error") == "compare failed" for e in events)
     page = (out / "report.html").read_text()
     assert "VALID" in page and "timeline.png" in page
-    for name in ("timeline.png", "latency.png", "throughput.png", "logs/n1.log", "logs/n3.log"):
+    for name in ("timeline.png", "latency.png", "throughput.png", "logs/n1.log", "logs/n3.log",
+                 "logs/toxiproxy.log"):
         assert (out / name).stat().st_size > 0
 
 
 @pytest.mark.timeout(90)
-def test_unsafe_serializable_reads_under_pause_are_caught(tmp_path: Path) -> None:
+def test_unsafe_serializable_reads_under_partition_are_caught(tmp_path: Path) -> None:
     out = tmp_path / "broken"
-    result = _cli("run", "--workload", "register", "--nemesis", "pause", "--time", "15",
+    result = _cli("run", "--workload", "register", "--engine", "native", "--nemesis", "partition",
+                  "--time", "15",
                   "--unsafe-serializable-reads", "--seed", "3", "--out", str(out), timeout=80)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "INVALID" in result.stdout
@@ -316,10 +322,10 @@ def test_unsafe_serializable_reads_under_pause_are_caught(tmp_path: Path) -> Non
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("workload", ["inventory", "set"])
-def test_inventory_and_set_runs_with_kills_are_valid(workload: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workload, engine", [("inventory", "pysyncobj"), ("set", "native")])
+def test_inventory_and_set_runs_with_kills_are_valid(workload: str, engine: str, tmp_path: Path) -> None:
     config = RunConfig(workload=workload, nemeses=["kill"], time_s=8, concurrency=4, rate=30,
-                       nodes=3, engine="pysyncobj", seed=5, out=tmp_path / workload,
+                       nodes=3, engine=engine, seed=5, out=tmp_path / workload,
                        quiet_s=(1.0, 2.0), fault_s=(1.5, 2.5))
     result = run(config)
     assert result.exit_code == 0, result.summary

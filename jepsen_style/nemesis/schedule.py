@@ -17,17 +17,22 @@ class PlannedFault:
 def plan_faults(kinds: Sequence[str], duration_s: float, rng: random.Random,
                 quiet_s: tuple[float, float] = (2.0, 4.0),
                 fault_s: tuple[float, float] = (2.0, 4.0)) -> list[PlannedFault]:
-    """Alternate quiet periods and faults until `duration_s`; every fault ends
-    by then so the run's last moments are healthy only if time remains."""
+    """Alternate quiet periods and faults until `duration_s` (every fault ends
+    by then). Kinds come in shuffled rounds, each kind once per round, so a
+    short run still sees every kind it asked for when time allows."""
     if not kinds:
         return []
     plan: list[PlannedFault] = []
+    upcoming: list[str] = []
     moment = rng.uniform(*quiet_s)
     while True:
         length = rng.uniform(*fault_s)
         if moment + length > duration_s:
             return plan
-        plan.append(PlannedFault(rng.choice(list(kinds)), round(moment, 3), round(moment + length, 3)))
+        if not upcoming:
+            upcoming = list(kinds)
+            rng.shuffle(upcoming)
+        plan.append(PlannedFault(upcoming.pop(), round(moment, 3), round(moment + length, 3)))
         moment += length + rng.uniform(*quiet_s)
 
 
