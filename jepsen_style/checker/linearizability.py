@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from jepsen_style.checker.models import NOT_OBSERVING, UNOBSERVED, Model
+from jepsen_style.checker.models import NOT_OBSERVING, UNOBSERVED, Model, ValueFlow
 from jepsen_style.checker.operation import UNKNOWN, Operation
 
 __all__ = ["check", "check_partition", "CheckResult", "Failure", "Operation", "Verdict"]
@@ -213,34 +213,27 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
 
     step = step_model.step
     state: Any = step_model.init()
-    # States that no remaining operation can tell apart are merged into
-    # UNOBSERVED when the model says how operations observe the state.
-    watching = step_model.observed_value is not None
-    watch: list[Any] = []
-    observers: dict[Any, int] = {}
-    watched: Any = NOT_OBSERVING
-    if step_model.observed_value is not None:
-        watch = [step_model.observed_value(inputs[i], outputs[i]) for i in range(n)]
-        for value in watch:
-            if value is not NOT_OBSERVING:
-                observers[value] = observers.get(value, 0) + 1
-        if not observers.get(state):
-            state = UNOBSERVED
+    flow = _ValueTracker(step_model.value_flow, inputs, outputs) if step_model.value_flow else None
+    if flow is not None:
+        state = flow.merge(state)
     known_done = 0
     unknown_done = 0
-    # Frames: (call entry, state before it, phase it was found in).
-    stack: list[tuple[int, Any, int]] = []
+    # Frames: (call entry, state before it, phase it was found in, effects of
+    # the unknown-outcome operations already tried in that phase).
+    stack: list[tuple[int, Any, int, set[Any] | None]] = []
+    tried_effects: set[Any] | None = None
     # (known set, state) -> unknown sets seen with it; every configuration
     # seen has failed or is being explored.
     seen: dict[tuple[int, Any], list[int]] = {}
     best: list[int] = []
-    stuck: int | None = None
+    stuck: int | None = None  # index into ops
     steps_until_clock = _CLOCK_CHECK_INTERVAL
 
     phase = 0
     entry = nxt[heads[0]]
     limit = nxt[returns_head]
     while True:
+        dead_end = False
         if entry < limit:
             steps_until_clock -= 1
             if steps_until_clock == 0:
@@ -253,21 +246,28 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
                 if twin and not unknown_done & twin:
                     entry = nxt[entry]
                     continue
+                if flow is not None:
+                    # Pending unknown operations with equal effect from here on
+                    # are interchangeable: try only the first of each kind.
+                    effect = flow.unknown_effect(i)
+                    if tried_effects is None:
+                        tried_effects = {effect}
+                    elif effect in tried_effects:
+                        entry = nxt[entry]
+                        continue
+                    else:
+                        tried_effects.add(effect)
             accepted, new_state = step(state, inputs[i], outputs[i])
             if not accepted:
                 entry = nxt[entry]
                 continue
-            if watching:
-                watched = watch[i]
-                if watched is not NOT_OBSERVING:
-                    observers[watched] -= 1
-                if not observers.get(new_state):
-                    new_state = UNOBSERVED
+            if flow is not None:
+                new_state = flow.merge_after(i, new_state)
             if phase == 2:
                 if new_state == state:
                     # Applying it changes nothing; not applying it keeps more options.
-                    if watching and watched is not NOT_OBSERVING:
-                        observers[watched] += 1
+                    if flow is not None:
+                        flow.unmerge(i)
                     entry = nxt[entry]
                     continue
                 new_known = known_done
@@ -288,7 +288,8 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
                 else:
                     earlier.append(new_unknown)
             if not dominated:
-                stack.append((entry, state, phase))
+                stack.append((entry, state, phase, tried_effects))
+                tried_effects = None
                 state = new_state
                 known_done = new_known
                 unknown_done = new_unknown
@@ -303,43 +304,52 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
                     limit = nxt[returns_head]
                     if limit == tail:
                         return _PartitionOutcome(
-                            "linearizable", [kept[entry_op[e]] for e, _, _ in stack], None
+                            "linearizable", [kept[entry_op[e]] for e, _, _, _ in stack], None
                         )
                 if len(stack) > len(best):
-                    best = [e for e, _, _ in stack]
+                    best = [e for e, _, _, _ in stack]
                     stuck = None
                 phase = 0
                 entry = nxt[heads[0]]
-                continue
-            if watching and watched is not NOT_OBSERVING:
-                observers[watched] += 1
-            if phase != 0:
-                entry = nxt[entry]
-                continue
-            # A read-only successor that already failed: this configuration fails too.
+                if flow is None:
+                    continue
+                flow.linearize(i)
+                starved = flow.starved_operation(state)
+                if starved is None:
+                    continue
+                # Some operation needs a value that can no longer come about.
+                if stuck is None and len(stack) == len(best):
+                    stuck = starved
+                dead_end = True
+            elif flow is not None:
+                flow.unmerge(i)
+            if not dead_end:
+                if phase != 0:
+                    entry = nxt[entry]
+                    continue
+                # A read-only successor that already failed: this configuration fails too.
         elif phase < 2:
             phase += 1
             entry = nxt[heads[phase]]
             continue
         elif stuck is None and len(stack) == len(best):
-            stuck = limit
+            stuck = entry_op[limit]
         # Pop frames until one whose configuration has candidates left to try.
         while True:
             if not stack:
                 return _PartitionOutcome(
                     "not-linearizable",
                     [kept[entry_op[e]] for e in best],
-                    None if stuck is None else kept[entry_op[stuck]],
+                    None if stuck is None else kept[stuck],
                 )
-            entry, state, phase = stack.pop()
-            if watching:
-                watched = watch[entry_op[entry]]
-                if watched is not NOT_OBSERVING:
-                    observers[watched] += 1
+            entry, state, phase, tried_effects = stack.pop()
+            i = entry_op[entry]
+            if flow is not None:
+                flow.unlinearize(i)
             if phase == 2:
-                unknown_done ^= bits[entry_op[entry]]
+                unknown_done ^= bits[i]
             else:
-                known_done ^= bits[entry_op[entry]]
+                known_done ^= bits[i]
             ret = return_entry[entry]
             if ret:
                 nxt[prv[ret]] = ret
@@ -350,6 +360,103 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
                 break
         limit = nxt[returns_head]
         entry = nxt[entry]
+
+
+class _ValueTracker:
+    """Bookkeeping for models with a `ValueFlow` (register-like models).
+
+    Tracks, for the operations not yet linearized, which values they compare
+    the state with (observers), which values known operations need the state
+    to equal (needs) and which values they could set (producers). With that:
+    states no remaining operation observes are merged into UNOBSERVED, and a
+    configuration where a needed value is neither the state nor producible is
+    a dead end.
+    """
+
+    def __init__(self, flow: ValueFlow, inputs: list[Any], outputs: list[Any]) -> None:
+        self.flow = flow
+        count = len(inputs)
+        self.observes = [flow.observed(inputs[i], outputs[i]) for i in range(count)]
+        self.needs = [flow.required(inputs[i], outputs[i]) for i in range(count)]
+        self.produces = [flow.produced(inputs[i]) for i in range(count)]
+        self.inputs = inputs
+        self.observers: dict[Any, int] = {}
+        self.need_count: dict[Any, int] = {}
+        self.producers: dict[Any, int] = {}
+        for values, counts in ((self.observes, self.observers), (self.needs, self.need_count),
+                               (self.produces, self.producers)):
+            for value in values:
+                if value is not NOT_OBSERVING:
+                    counts[value] = counts.get(value, 0) + 1
+        self.starved: dict[Any, None] = {
+            value: None for value in self.need_count if not self.producers.get(value)
+        }
+        self.needed_by: dict[Any, list[int]] = {}
+        for i, value in enumerate(self.needs):
+            if value is not NOT_OBSERVING:
+                self.needed_by.setdefault(value, []).append(i)
+        self.done = [False] * count
+
+    def _is_observed(self, value: Any) -> bool:
+        return bool(self.observers.get(value))
+
+    def merge(self, state: Any) -> Any:
+        return state if self.observers.get(state) else UNOBSERVED
+
+    def merge_after(self, i: int, new_state: Any) -> Any:
+        """Canonical state after op i, counting op i as no longer observing."""
+        watched = self.observes[i]
+        if watched is not NOT_OBSERVING:
+            self.observers[watched] -= 1
+        return new_state if self.observers.get(new_state) else UNOBSERVED
+
+    def unmerge(self, i: int) -> None:
+        """Undo `merge_after` for an operation that was not linearized after all."""
+        watched = self.observes[i]
+        if watched is not NOT_OBSERVING:
+            self.observers[watched] += 1
+
+    def unknown_effect(self, i: int) -> Any:
+        return self.flow.unknown_signature(self.inputs[i], self._is_observed)
+
+    def linearize(self, i: int) -> None:
+        """Op i (already counted out of observers by `merge_after`) is placed."""
+        self.done[i] = True
+        needed = self.needs[i]
+        if needed is not NOT_OBSERVING:
+            left = self.need_count[needed] - 1
+            self.need_count[needed] = left
+            if left == 0:
+                self.starved.pop(needed, None)
+        produced = self.produces[i]
+        if produced is not NOT_OBSERVING:
+            left = self.producers[produced] - 1
+            self.producers[produced] = left
+            if left == 0 and self.need_count.get(produced):
+                self.starved[produced] = None
+
+    def unlinearize(self, i: int) -> None:
+        self.done[i] = False
+        self.unmerge(i)
+        produced = self.produces[i]
+        if produced is not NOT_OBSERVING:
+            self.producers[produced] += 1
+            self.starved.pop(produced, None)
+        needed = self.needs[i]
+        if needed is not NOT_OBSERVING:
+            self.need_count[needed] += 1
+            if not self.producers.get(needed):
+                self.starved[needed] = None
+
+    def starved_operation(self, state: Any) -> int | None:
+        """A remaining operation whose needed value is not the state and can
+        no longer be produced, or None."""
+        for value in self.starved:
+            if value != state:
+                for i in self.needed_by[value]:
+                    if not self.done[i]:
+                        return i
+        return None
 
 
 def _describe_failure(index: int, part: list[Operation], outcome: _PartitionOutcome) -> Failure:

@@ -57,11 +57,33 @@ class Model:
     # Rewrites the operations of one part (same length and order) into an
     # equivalent form that is faster to search; the verdict must not change.
     canonicalize: Callable[[list[Operation]], list[Operation]] | None = None
-    # For register-like models only: the value an operation compares the state
-    # with (NOT_OBSERVING if none). Setting it promises that acceptance and
-    # transitions depend on the state only through equality with such values,
-    # so the checker may merge states no remaining operation observes.
-    observed_value: Callable[[Any, Any], Any] | None = None
+    # For register-like models only: how operations use whole-state values,
+    # which lets the checker merge states and detect dead ends.
+    value_flow: "ValueFlow | None" = None
+
+
+@dataclass(frozen=True)
+class ValueFlow:
+    """How operations of a register-like model use values.
+
+    Providing one promises that acceptance and transitions depend on the
+    state only through equality with `observed` values, and that the state
+    only ever takes values set by `produced` (or the initial state).
+
+    observed(input, output): the value the operation compares the state with.
+    required(input, output): the value the state must equal for the operation
+        to be accepted (a read's result, a successful cas's expected value).
+    produced(input): the value the operation may set.
+    unknown_signature(input, is_observed): a key for an unknown-outcome
+        operation's effect given which values are still observed; equal keys
+        promise equal effects on every state from then on.
+    Each returns NOT_OBSERVING where it does not apply.
+    """
+
+    observed: Callable[[Any, Any], Any]
+    required: Callable[[Any, Any], Any]
+    produced: Callable[[Any], Any]
+    unknown_signature: Callable[[Any, Callable[[Any], bool]], Any]
 
 
 class ModelInputError(ValueError):
@@ -132,7 +154,7 @@ def register_model() -> Model:
         read_only=_register_read_only,
         name="register",
         canonicalize=_canonical_register_ops,
-        observed_value=_register_observed_value,
+        value_flow=REGISTER_VALUE_FLOW,
     )
 
 
@@ -159,8 +181,46 @@ def _register_observed_value(input: Any, output: Any) -> Any:
     return NOT_OBSERVING
 
 
-def _one_key_register_observed_value(input: Any, output: Any) -> Any:
-    return _register_observed_value(input[1:], output)
+def _register_required_value(input: Any, output: Any) -> Any:
+    f, arg = input
+    if f == "read":
+        return NOT_OBSERVING if output is UNKNOWN else output
+    if f == "cas" and output is True:
+        return arg[0]
+    return NOT_OBSERVING
+
+
+def _register_produced_value(input: Any) -> Any:
+    f, arg = input
+    if f == "write":
+        return arg
+    if f == "cas":
+        return arg[1]
+    return NOT_OBSERVING
+
+
+def _register_unknown_signature(input: Any, is_observed: Callable[[Any], bool]) -> Any:
+    f, arg = input
+    if f == "write":
+        return ("write", arg if is_observed(arg) else UNOBSERVED)
+    if f == "cas":
+        return ("cas", arg[0], arg[1] if is_observed(arg[1]) else UNOBSERVED)
+    return input
+
+
+REGISTER_VALUE_FLOW = ValueFlow(
+    observed=_register_observed_value,
+    required=_register_required_value,
+    produced=_register_produced_value,
+    unknown_signature=_register_unknown_signature,
+)
+# The same for inputs that start with a key.
+ONE_KEY_REGISTER_VALUE_FLOW = ValueFlow(
+    observed=lambda input, output: _register_observed_value(input[1:], output),
+    required=lambda input, output: _register_required_value(input[1:], output),
+    produced=lambda input: _register_produced_value(input[1:]),
+    unknown_signature=lambda input, is_observed: _register_unknown_signature(input[1:], is_observed),
+)
 
 
 def _merge_unobserved_values(ops: list[Operation], offset: int) -> list[Operation]:
@@ -282,7 +342,7 @@ def keyed_register_model() -> Model:
             read_only=_keyed_register_read_only,
             name="keyed-register (one key)",
             canonicalize=_canonical_one_key_register_ops,
-            observed_value=_one_key_register_observed_value,
+            value_flow=ONE_KEY_REGISTER_VALUE_FLOW,
         ),
     )
 
