@@ -45,6 +45,8 @@ class Failure:
     linearized: list[Operation]
     stuck: Operation | None
     excerpt: list[Operation]
+    # Why `stuck` could not be placed, in plain words.
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,7 @@ class _PartitionOutcome:
     verdict: Verdict
     linearized: list[int]
     stuck: int | None
+    starved: bool = False
 
 
 class _Deadline:
@@ -227,6 +230,7 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
     seen: dict[tuple[int, Any], list[int]] = {}
     best: list[int] = []
     stuck: int | None = None  # index into ops
+    stuck_starved = False
     steps_until_clock = _CLOCK_CHECK_INTERVAL
 
     phase = 0
@@ -309,6 +313,7 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
                 if len(stack) > len(best):
                     best = [e for e, _, _, _ in stack]
                     stuck = None
+                    stuck_starved = False
                 phase = 0
                 entry = nxt[heads[0]]
                 if flow is None:
@@ -320,6 +325,7 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
                 # Some operation needs a value that can no longer come about.
                 if stuck is None and len(stack) == len(best):
                     stuck = starved
+                    stuck_starved = True
                 dead_end = True
             elif flow is not None:
                 flow.unmerge(i)
@@ -341,6 +347,7 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
                     "not-linearizable",
                     [kept[entry_op[e]] for e in best],
                     None if stuck is None else kept[stuck],
+                    stuck_starved,
                 )
             entry, state, phase, tried_effects = stack.pop()
             i = entry_op[entry]
@@ -468,7 +475,17 @@ def _describe_failure(index: int, part: list[Operation], outcome: _PartitionOutc
         linearized=linearized,
         stuck=stuck,
         excerpt=_excerpt(part, linearized, stuck),
+        reason=_reason(outcome),
     )
+
+
+def _reason(outcome: _PartitionOutcome) -> str:
+    if outcome.stuck is None:
+        return "no operation can be linearized first"
+    if outcome.starved:
+        return ("it needs a value the state no longer has and no remaining "
+                "operation can set again")
+    return "no pending operation, this one included, can be linearized before it returns"
 
 
 def _excerpt(part: list[Operation], linearized: list[Operation], stuck: Operation | None) -> list[Operation]:

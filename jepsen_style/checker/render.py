@@ -104,7 +104,8 @@ def render_text(failure: Failure, describe: Describe, max_width: int = 120) -> s
         lines.append(name.ljust(gutter) + "".join(cells).rstrip())
     lines.append(LEGEND)
     if failure.stuck is not None:
-        lines.append("cannot be linearized: " + _label(failure.stuck, describe, {}))
+        lines.append("cannot be linearized: " + _label(failure.stuck, describe, {})
+                     + (f" ({failure.reason})" if failure.reason else ""))
     return "\n".join(lines)
 
 
