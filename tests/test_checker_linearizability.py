@@ -54,6 +54,7 @@ def test_stale_read_after_completed_write_is_caught() -> None:
     assert failure is not None
     assert failure.stuck == ops[2]
     assert failure.linearized == ops[:2]
+    assert failure.reason
     assert ops[2] in failure.excerpt
 
 
@@ -177,6 +178,7 @@ def test_stale_read_of_an_overwritten_value_is_caught_quickly() -> None:
     result = check(ops + [stale], register_model(), timeout=30)
     assert result.verdict == "not-linearizable"
     assert result.failure is not None and result.failure.stuck == stale
+    assert "no remaining operation can set" in result.failure.reason
 
 
 def test_empty_history_is_linearizable() -> None:
