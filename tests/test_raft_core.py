@@ -808,3 +808,45 @@ def test_removed_node_that_missed_its_removal_cannot_depose_the_leader() -> None
         c["c"].tick()
         c.tick_all()
     assert c.leader().id == "a" and c["a"].term == term
+
+
+def test_membership_comes_from_the_log_even_if_the_commit_index_was_lost() -> None:
+    # Regression (simulation seed 6776 of an earlier version): with
+    # apply-time membership a node restarting with a stale commit index
+    # used an older configuration than the committed one.
+    c = Cluster(ABC)
+    c.elect("a")
+    c["a"].propose_conf_change(ConfChange(ConfChangeKind.REMOVE, "c"))
+    c.deliver()
+    c.tick_all(2)
+    st = c.storage["b"]
+    st.hard_state = st.hard_state._replace(commit=1)  # commit was never fsynced
+    c.restart("b")
+    assert c["b"].commit == 1 and c["b"].voters == ("a", "b")
+
+
+def test_truncated_uncommitted_membership_change_is_undone() -> None:
+    from raftkv.raft.conf import encode_conf_change
+
+    removal = Entry(2, 1, 1, encode_conf_change(ConfChange(ConfChangeKind.REMOVE, "c")))
+    c = Cluster(ABC, pre_vote=False)
+    c.restore("a", [Entry(1, 1, 0, b""), Entry(2, 2, 0, b"newer")], term=2)
+    c.restore("b", [Entry(1, 1, 0, b""), removal], term=2)
+    c.restore("c", [Entry(1, 1, 0, b"")], term=2)
+    assert c["b"].voters == ("a", "b")  # adopted as soon as it is in the log
+    c.elect("a")
+    c.tick_all(2)
+    assert c["b"].log.term(2) == 2 and c["b"].voters == ABC
+
+
+def test_snapshot_metadata_carries_the_configuration_at_its_index() -> None:
+    c = Cluster(ABC, extra=("d",))
+    c.elect("a")
+    before = c["a"].applied_snapshot_meta()
+    c["a"].propose_conf_change(ConfChange(ConfChangeKind.ADD_LEARNER, "d"))
+    c.process("a")  # appended (so in effect) but not yet committed or applied
+    assert c["a"].learners == ("d",)
+    assert c["a"].applied_snapshot_meta().conf == before.conf == ConfState(ABC, ())
+    c.deliver()
+    c.tick_all(2)
+    assert c["a"].applied_snapshot_meta().conf == ConfState(ABC, ("d",))

@@ -30,9 +30,10 @@ BATCHES = 20
 # Seeds that failed with earlier versions of the core or the simulator. The
 # simulator has changed since, so they now drive different runs; the bugs
 # they found are pinned by scenario tests in test_raft_core.py
-# (test_stale_node_campaigning_..., test_removed_node_...). Kept as extra
+# (test_stale_node_campaigning_..., test_removed_node_..., test_membership_
+# comes_from_the_log_...). Kept as extra
 # seeds, and new failing seeds go here.
-REGRESSION_SEEDS = [114, 146, 232, 249, 980, 1065, 1613, 1746, 3762, 3874]
+REGRESSION_SEEDS = [114, 146, 232, 249, 980, 1065, 1613, 1746, 3762, 3874, 6776]
 
 
 def _run_batch(seeds: range) -> None:

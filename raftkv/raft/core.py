@@ -7,12 +7,13 @@ inputs and of the seeded ``random.Random`` it was given, which is what lets
 ``raftkv.raft.sim`` replay any failure from its seed.
 
 See docs/raft-core.md for the protocol choices (PreVote, CheckQuorum,
-ReadIndex rounds, apply-time membership, chunked snapshots).
+ReadIndex rounds, membership from the latest change in the log, chunked snapshots).
 """
 
 from __future__ import annotations
 
 import random
+from operator import itemgetter
 
 from raftkv.raft.conf import apply_conf_change, decode_conf_change, encode_conf_change
 from raftkv.raft.log import RaftLog
@@ -50,6 +51,7 @@ _HEARTBEAT = MsgType.HEARTBEAT
 _HEARTBEAT_RESP = MsgType.HEARTBEAT_RESP
 _NORMAL = EntryKind.NORMAL
 _CONF = EntryKind.CONF_CHANGE
+_kind_of = itemgetter(2)
 _LEADER = Role.LEADER
 _FOLLOWER = Role.FOLLOWER
 _REPLICATE = ProgressState.REPLICATE
@@ -83,6 +85,11 @@ class RaftCore:
         self._handed_applied = self.applied
         self.voters: tuple[str, ...] = conf.voters
         self.learners: tuple[str, ...] = conf.learners
+        # Membership is taken from the latest change in the log, committed
+        # or not (see docs): _conf_base is the configuration at log.offset,
+        # _conf_log the (index, term, configuration) of each later change.
+        self._conf_base = conf
+        self._conf_log: list[tuple[int, int, ConfState]] = []
 
         self.role = _FOLLOWER
         self.leader_id: str | None = None
@@ -96,6 +103,7 @@ class RaftCore:
         self._pending_conf_index = 0
         self._reads = ReadIndexQueue()
         self._reads_before_term_commit: list[tuple[bytes, str]] = []
+        self._track_conf_entries(restored.entries)
 
         # Snapshot kept to send to lagging followers (data attached by
         # snapshot_taken or received from a leader).
@@ -161,10 +169,10 @@ class RaftCore:
 
     def propose_conf_change(self, change: ConfChange) -> None:
         """One membership change at a time; it takes effect on each node when
-        that node applies the entry (see docs/raft-core.md)."""
+        that node appends the entry (see docs/raft-core.md)."""
         if self.role is _LEADER:
-            if self._pending_conf_index > self.applied:
-                raise ProposalDropped("a membership change is already pending; retry once it is applied")
+            if self._pending_conf_index > self.commit:
+                raise ProposalDropped("a membership change is already pending; retry once it is committed")
             apply_conf_change(self.conf_state(), change)  # raises InvalidConfChange
         self._propose_kind(_CONF, [encode_conf_change(change)])
 
@@ -225,6 +233,12 @@ class RaftCore:
         if self._ready_out:
             raise ReadyNotAdvanced("call advance() on the previous Ready before asking for a new one")
         self._flush()
+        if self.role is _LEADER and self.id not in self.voters:
+            last_change = self._conf_log[-1][0] if self._conf_log else 0
+            if self.commit >= last_change:
+                # Our removal is committed: hand over (the others elect a
+                # leader); until now we kept replicating without counting.
+                self._become_follower(self.term, None)
         rd = Ready()
         soft = SoftState(self.leader_id, self.role)
         if soft != self._prev_soft:
@@ -269,10 +283,6 @@ class RaftCore:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
         if rd.committed_entries:
-            for e in rd.committed_entries:
-                if e.kind == _CONF and e.index > self.applied:
-                    self.applied = e.index
-                    self._apply_conf_entry(e)
             last_applied = rd.committed_entries[-1].index
             if last_applied > self.applied:
                 self.applied = last_applied
@@ -301,13 +311,16 @@ class RaftCore:
         if term != meta.term:
             raise ValueError(f"snapshot term {meta.term} does not match the log's term {term} at index {meta.index}")
         self._snapshot = Snapshot(meta, data)
-        self.log.compact_to(max(self.log.offset, meta.index - max(retain_entries, 0)))
+        compact_to = max(self.log.offset, meta.index - max(retain_entries, 0))
+        self._conf_base = self._conf_at(compact_to)
+        self._conf_log = [c for c in self._conf_log if c[0] > compact_to]
+        self.log.compact_to(compact_to)
 
     def applied_snapshot_meta(self) -> SnapshotMeta:
         """Metadata for a snapshot of the state machine as applied right now."""
         term = self.log.term(self.applied)
         assert term is not None
-        return SnapshotMeta(self.applied, term, self.conf_state())
+        return SnapshotMeta(self.applied, term, self._conf_at(self.applied))
 
     def conf_state(self) -> ConfState:
         return ConfState(self.voters, self.learners)
@@ -508,6 +521,8 @@ class RaftCore:
             return
         last_new = log.maybe_append(m.index, m.log_term, m.entries, self.commit)
         if last_new is not None:
+            if m.entries:
+                self._resync_conf(m.entries)
             commit = m.commit if m.commit < last_new else last_new
             if commit > self.commit:
                 self.commit = commit
@@ -553,7 +568,9 @@ class RaftCore:
         self.log.restore(meta.index, meta.term)
         self.commit = meta.index
         self._handed_applied = max(self._handed_applied, meta.index)
-        self.voters, self.learners = meta.conf.voters, meta.conf.learners
+        self._conf_base = meta.conf
+        self._conf_log = []
+        self._set_conf(meta.conf)
         self._pending_snapshot = snap
         self._snapshot = snap
 
@@ -605,10 +622,13 @@ class RaftCore:
                         apply_conf_change(self.conf_state(), decode_conf_change(e.data))
                     except InvalidConfChange:
                         continue
-                    if self._pending_conf_index > self.applied:
+                    if self._pending_conf_index > self.commit:
                         continue
                     self._pending_conf_index = self.log.last_index() + 1
-                self._append([Entry(self.log.last_index() + 1, self.term, e.kind, e.data)])
+                entry = Entry(self.log.last_index() + 1, self.term, e.kind, e.data)
+                self._append([entry])
+                if e.kind == _CONF:
+                    self._track_conf_entries([entry])
             self._bcast_entries = True
         elif t == MsgType.READ_INDEX:
             self._leader_read(m.context, m.frm)
@@ -630,9 +650,10 @@ class RaftCore:
             for data in datas:
                 index += 1
                 entries.append(Entry(index, term, kind, data))
+            self._append(entries)
             if kind == _CONF:
                 self._pending_conf_index = index
-            self._append(entries)
+                self._track_conf_entries(entries)
             self._bcast_entries = True
         elif self.leader_id is not None:
             self._forward_buf.extend(Entry(0, 0, kind, data) for data in datas)
@@ -826,21 +847,50 @@ class RaftCore:
     # ------------------------------------------------------------------
     # membership
     # ------------------------------------------------------------------
-    def _apply_conf_entry(self, e: Entry) -> None:
-        try:
-            conf = apply_conf_change(self.conf_state(), decode_conf_change(e.data))
-        except InvalidConfChange:
-            return  # every node skips the same invalid entry, so they stay in agreement
+    def _conf_at(self, index: int) -> ConfState:
+        conf = self._conf_base
+        for at, _term, c in self._conf_log:
+            if at > index:
+                break
+            conf = c
+        return conf
+
+    def _track_conf_entries(self, entries: list[Entry] | tuple[Entry, ...]) -> None:
+        """Adopt the membership changes among freshly appended ``entries``."""
+        if not entries or _CONF not in map(_kind_of, entries):
+            return
+        conf = self.conf_state()
+        last_tracked = self._conf_log[-1][0] if self._conf_log else self.log.offset
+        for e in entries:
+            if e.kind != _CONF or e.index <= last_tracked:
+                continue
+            try:
+                conf = apply_conf_change(conf, decode_conf_change(e.data))
+            except InvalidConfChange:
+                continue  # every node skips the same invalid entry, so they stay in agreement
+            self._conf_log.append((e.index, e.term, conf))
+        self._set_conf(conf)
+
+    def _resync_conf(self, appended: list[Entry] | tuple[Entry, ...]) -> None:
+        """After a follower append: forget changes whose entries were
+        truncated away, then adopt the new ones."""
+        conf_log = self._conf_log
+        if conf_log and self.log.term(conf_log[-1][0]) != conf_log[-1][1]:
+            while conf_log and self.log.term(conf_log[-1][0]) != conf_log[-1][1]:
+                conf_log.pop()
+            self._set_conf(conf_log[-1][2] if conf_log else self._conf_base)
+        self._track_conf_entries(appended)
+
+    def _set_conf(self, conf: ConfState) -> None:
+        if conf.voters == self.voters and conf.learners == self.learners:
+            return
         self.voters, self.learners = conf.voters, conf.learners
         if self.role is not _LEADER:
-            return
-        if self.id not in self.voters:
-            self._become_follower(self.term, None)
             return
         last = self.log.last_index()
         members = set(self.voters) | set(self.learners)
         for peer in list(self.progress):
-            if peer not in members:
+            if peer not in members and peer != self.id:
                 del self.progress[peer]
         for peer in self.voters + self.learners:
             pr = self.progress.get(peer)

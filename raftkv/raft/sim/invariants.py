@@ -28,6 +28,8 @@ class InvariantChecker:
     def __init__(self, initial_conf: ConfState) -> None:
         self._initial_conf = initial_conf
         self._conf_entries: dict[int, bytes] = {}
+        # Every membership change ever appended anywhere, committed or not.
+        self._appended_conf: dict[int, set[bytes]] = {}
         self.leader_of_term: dict[int, str] = {}
         self._entry_at: dict[tuple[int, int], tuple[bytes, int | None]] = {}
         self.committed: dict[int, Entry] = {}
@@ -54,6 +56,8 @@ class InvariantChecker:
             prev_term = core.log.term(rd.entries[0].index - 1)
             entry_at = self._entry_at
             for e in rd.entries:
+                if e.kind == EntryKind.CONF_CHANGE:
+                    self._appended_conf.setdefault(e.index, set()).add(e.data)
                 key = (e.index, e.term)
                 seen = entry_at.get(key)
                 if seen is None:
@@ -96,11 +100,17 @@ class InvariantChecker:
                 raise SafetyViolation(f"leader completeness: {node.id} lacks committed entry {known}")
 
     def _voter_sets_before(self, index: int) -> list[tuple[str, ...]]:
-        """The configurations a leader may have used to commit ``index``: the
-        one in effect after every change below it, and the one before that
-        (the leader may not have applied the last change yet)."""
+        """The configurations a leader may have used to commit ``index``.
+
+        Nodes use the latest change in their log, committed or not, and
+        only one change is in flight at a time; so: the configuration after
+        every committed change below ``index``, or one more change appended
+        after it (possibly beyond ``index``), or -- for a leader whose own
+        log was behind -- the one before.
+        """
         conf = self._initial_conf
         previous = conf
+        last_change = 0
         for i in sorted(self._conf_entries):
             if i >= index:
                 break
@@ -108,8 +118,17 @@ class InvariantChecker:
                 nxt = apply_conf_change(conf, decode_conf_change(self._conf_entries[i]))
             except InvalidConfChange:
                 continue
-            previous, conf = conf, nxt
-        return [conf.voters, previous.voters]
+            previous, conf, last_change = conf, nxt, i
+        sets = [conf.voters, previous.voters]
+        for i, versions in self._appended_conf.items():
+            if i <= last_change:
+                continue
+            for data in versions:
+                try:
+                    sets.append(apply_conf_change(conf, decode_conf_change(data)).voters)
+                except InvalidConfChange:
+                    pass
+        return sets
 
     def check_durable_quorum(self, nodes: list[SimNode]) -> None:
         """The highest committed entry must be on the storage of a quorum."""
