@@ -25,7 +25,7 @@ from raftkv.errors import EngineStoppedError, NoLeaderError
 from raftkv.raft.codec import encode_message
 from raftkv.raft.core import RaftCore
 from raftkv.raft.ready import Ready
-from raftkv.raft.types import Entry, EntryKind, ProposalDropped, Role, Snapshot, SnapshotMeta
+from raftkv.raft.types import Entry, EntryKind, ProposalDropped, Role, Snapshot, SnapshotMeta, SoftState
 from raftkv.storage import WAL, LogRecord, SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,8 @@ class RaftDriver:
         wake = self._wake
         while not self._stopping:
             self._submit_requests()
-            if self._snapshot_saved is not None:
+            saved = self._snapshot_saved
+            if saved is not None and saved.meta.index <= core.applied:
                 await self._finish_own_snapshot()
                 continue
             if not core.has_ready():
@@ -214,7 +215,7 @@ class RaftDriver:
         core.advance(rd)
         self.reads.applied(self.applied)
         if rd.soft_state is not None:
-            self._leader_changed()
+            self._leader_changed(rd.soft_state)
         self._maybe_snapshot()
         return waited
 
@@ -292,6 +293,7 @@ class RaftDriver:
             # The store takes one writer at a time, and our own older
             # snapshot is obsolete anyway.
             await asyncio.gather(self._snapshot_task, return_exceptions=True)
+        self._snapshot_task = None
         self._snapshot_saved = None
         meta = snapshot.meta
         loop = asyncio.get_running_loop()
@@ -316,14 +318,28 @@ class RaftDriver:
     def _maybe_snapshot(self) -> None:
         if self._snapshot_task is not None or self.applied - self.snapshot_index < self.snapshot_every:
             return
-        if self.applied != self.core.applied:
-            return  # applied early past the core's view; the next Ready lines them up
-        meta = self.core.applied_snapshot_meta()
-        # Taken right after advance(), so the state machine is exactly at meta.index.
+        meta = self._applied_meta()
+        if meta is None:
+            return
+        # Taken synchronously, so the state machine is exactly at meta.index.
         snapshot = Snapshot(meta, self.machine.snapshot())
         self._snapshot_task = asyncio.create_task(
             self._save_own_snapshot(snapshot), name=f"snapshot {self.core.id}@{meta.index}"
         )
+
+    def _applied_meta(self) -> SnapshotMeta | None:
+        """Snapshot metadata for the state machine as it stands now."""
+        core = self.core
+        if self.applied == core.applied:
+            return core.applied_snapshot_meta()
+        # We applied past the core's view (apply_early). The membership in
+        # force is the core's unless a change sits in between: then wait.
+        between = core.log.slice(core.applied + 1, self.applied)
+        if any(entry.kind != _NORMAL for entry in between):
+            return None
+        term = core.log.term(self.applied)
+        assert term is not None
+        return SnapshotMeta(self.applied, term, core.conf_state())
 
     async def _save_own_snapshot(self, snapshot: Snapshot) -> None:
         meta = snapshot.meta
@@ -362,7 +378,11 @@ class RaftDriver:
 
     # ------------------------------------------------------------- leaders
 
-    def _leader_changed(self) -> None:
+    def _leader_changed(self, soft: SoftState) -> None:
+        log.info(
+            "node %s: %s at term %d, leader %s (applied %d)",
+            self.core.id, soft.role.value, self.core.term, soft.leader_id, self.applied,
+        )
         # The old leader forgot the ReadIndex rounds it had not confirmed; ask
         # the new one (or fail fast, reads are always safe to retry).
         for ctx in self.reads.in_flight:
