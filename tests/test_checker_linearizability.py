@@ -53,9 +53,39 @@ def test_stale_read_after_completed_write_is_caught() -> None:
     failure = result.failure
     assert failure is not None
     assert failure.stuck == ops[2]
-    assert failure.linearized == ops[:2]
-    assert failure.reason
-    assert ops[2] in failure.excerpt
+    # Proven without search: the value 1 was replaced before the read began.
+    assert failure.linearized == []
+    assert failure.reason == (
+        "it needs the value 1, which was certainly replaced before it began: "
+        "write 2 replaced it after write 1"
+    )
+    assert failure.excerpt == ops
+
+
+def test_search_failure_reports_the_longest_linearizable_order() -> None:
+    ops = [
+        op(0, ("k", "append", "x"), 0, "ok", 10),
+        op(1, ("k", "append", "y"), 0, "ok", 10),
+        op(2, ("k", "get", None), 11, "xy", 12),
+        op(2, ("k", "get", None), 13, "yx", 14),
+    ]
+    failure = check(ops, kv_model()).failure
+    assert failure is not None
+    assert failure.linearized == [ops[0], ops[1], ops[2]]
+    assert failure.stuck == ops[3]
+    assert "before it returns" in failure.reason
+
+
+def test_reads_going_back_in_time_are_a_dead_end() -> None:
+    ops = [
+        op(0, ("write", 1), 0, "ok", 10),
+        op(1, ("read", None), 1, 1, 2),
+        op(2, ("read", None), 3, None, 4),
+    ]
+    failure = check(ops, register_model()).failure
+    assert failure is not None
+    assert failure.stuck == ops[2]
+    assert "no remaining operation can set" in failure.reason
 
 
 def test_reads_going_back_in_time_are_caught() -> None:
@@ -75,6 +105,30 @@ def test_read_of_a_value_never_written_is_caught() -> None:
     result = check(ops, register_model())
     assert result.verdict == "not-linearizable"
     assert result.failure is not None and result.failure.stuck == ops[1]
+    assert result.failure.reason == "it needs the value 7, which no operation sets"
+
+
+def test_value_written_again_later_is_not_a_stale_read() -> None:
+    ops = [
+        op(0, ("write", 1), 0, "ok", 1),
+        op(0, ("write", 2), 2, "ok", 3),
+        op(1, ("write", 1), 4, "ok", 8),
+        op(2, ("read", None), 5, 1, 6),
+    ]
+    assert check(ops, register_model()).verdict == "linearizable"
+
+
+def test_initial_value_replaced_before_a_read_is_caught() -> None:
+    ops = [
+        op(0, ("write", 1), 0, "ok", 1),
+        op(1, ("read", None), 2, None, 3),
+    ]
+    failure = check(ops, register_model()).failure
+    assert failure is not None
+    assert failure.reason == (
+        "it needs the value None, which was certainly replaced before it began: "
+        "write 1 replaced the initial value"
+    )
 
 
 def test_failed_cas_constrains_the_register() -> None:
@@ -178,7 +232,7 @@ def test_stale_read_of_an_overwritten_value_is_caught_quickly() -> None:
     result = check(ops + [stale], register_model(), timeout=30)
     assert result.verdict == "not-linearizable"
     assert result.failure is not None and result.failure.stuck == stale
-    assert "no remaining operation can set" in result.failure.reason
+    assert "certainly replaced before it began" in result.failure.reason
 
 
 def test_empty_history_is_linearizable() -> None:

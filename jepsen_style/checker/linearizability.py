@@ -13,12 +13,14 @@ be placed anywhere after their call or never.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from jepsen_style.checker.models import NOT_OBSERVING, UNOBSERVED, Model, ValueFlow
 from jepsen_style.checker.operation import UNKNOWN, Operation
+from jepsen_style.checker.value_witness import ValueWitness, find_value_witness
 
 __all__ = ["check", "check_partition", "CheckResult", "Failure", "Operation", "Verdict"]
 
@@ -68,7 +70,9 @@ class _PartitionOutcome:
     verdict: Verdict
     linearized: list[int]
     stuck: int | None
-    starved: bool = False
+    reason: str = ""
+    # Further operations that explain the failure (indices, like `stuck`).
+    witnesses: tuple[int, ...] = ()
 
 
 class _Deadline:
@@ -216,7 +220,12 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
 
     step = step_model.step
     state: Any = step_model.init()
-    flow = _ValueTracker(step_model.value_flow, inputs, outputs) if step_model.value_flow else None
+    if step_model.value_flow is not None:
+        witness = find_value_witness(ops, step_model.value_flow, state)
+        if witness is not None:
+            originals = [all_ops[index] for index in kept]
+            return _witness_outcome(witness, originals, kept, step_model.describe_operation)
+    flow = _ValueTracker(step_model.value_flow, ops, outputs) if step_model.value_flow else None
     if flow is not None:
         state = flow.merge(state)
     known_done = 0
@@ -347,7 +356,7 @@ def _search(all_ops: list[Operation], model: Model, deadline: _Deadline) -> _Par
                     "not-linearizable",
                     [kept[entry_op[e]] for e in best],
                     None if stuck is None else kept[stuck],
-                    stuck_starved,
+                    _search_reason(stuck, stuck_starved),
                 )
             entry, state, phase, tried_effects = stack.pop()
             i = entry_op[entry]
@@ -377,12 +386,16 @@ class _ValueTracker:
     to equal (needs) and which values they could set (producers). With that:
     states no remaining operation observes are merged into UNOBSERVED, and a
     configuration where a needed value is neither the state nor producible is
-    a dead end.
+    a dead end; so is one where it is the state but an operation that surely
+    overwrites it must come first (it returned before the needing operation
+    was called).
     """
 
-    def __init__(self, flow: ValueFlow, inputs: list[Any], outputs: list[Any]) -> None:
+    def __init__(self, flow: ValueFlow, ops: list[Operation], outputs: list[Any]) -> None:
         self.flow = flow
+        inputs = [op.input for op in ops]
         count = len(inputs)
+        self.calls = [op.call for op in ops]
         self.observes = [flow.observed(inputs[i], outputs[i]) for i in range(count)]
         self.needs = [flow.required(inputs[i], outputs[i]) for i in range(count)]
         self.produces = [flow.produced(inputs[i]) for i in range(count)]
@@ -398,11 +411,23 @@ class _ValueTracker:
         self.starved: dict[Any, None] = {
             value: None for value in self.need_count if not self.producers.get(value)
         }
+        # Needing operations per value, latest call first.
         self.needed_by: dict[Any, list[int]] = {}
-        for i, value in enumerate(self.needs):
-            if value is not NOT_OBSERVING:
-                self.needed_by.setdefault(value, []).append(i)
+        for i in sorted(range(count), key=lambda i: -self.calls[i]):
+            if self.needs[i] is not NOT_OBSERVING:
+                self.needed_by.setdefault(self.needs[i], []).append(i)
         self.done = [False] * count
+        # Pending known operations that surely set the state, in return order,
+        # as a dancing-links list (0 = head, len + 1 = tail).
+        overwriters = sorted((i for i in range(count) if ops[i].outcome_known
+                              and flow.overwrites(inputs[i], outputs[i])), key=lambda i: ops[i].ret)
+        self.overwriter_position = [0] * count
+        self.overwriter_ret = [0.0] + [ops[i].ret for i in overwriters] + [math.inf]
+        size = len(overwriters) + 2
+        self.over_next = list(range(1, size)) + [size - 1]
+        self.over_prev = [0] + list(range(0, size - 1))
+        for position, i in enumerate(overwriters, start=1):
+            self.overwriter_position[i] = position
 
     def _is_observed(self, value: Any) -> bool:
         return bool(self.observers.get(value))
@@ -429,6 +454,11 @@ class _ValueTracker:
     def linearize(self, i: int) -> None:
         """Op i (already counted out of observers by `merge_after`) is placed."""
         self.done[i] = True
+        position = self.overwriter_position[i]
+        if position:
+            before, after = self.over_prev[position], self.over_next[position]
+            self.over_next[before] = after
+            self.over_prev[after] = before
         needed = self.needs[i]
         if needed is not NOT_OBSERVING:
             left = self.need_count[needed] - 1
@@ -444,6 +474,10 @@ class _ValueTracker:
 
     def unlinearize(self, i: int) -> None:
         self.done[i] = False
+        position = self.overwriter_position[i]
+        if position:
+            self.over_next[self.over_prev[position]] = position
+            self.over_prev[self.over_next[position]] = position
         self.unmerge(i)
         produced = self.produces[i]
         if produced is not NOT_OBSERVING:
@@ -456,13 +490,18 @@ class _ValueTracker:
                 self.starved[needed] = None
 
     def starved_operation(self, state: Any) -> int | None:
-        """A remaining operation whose needed value is not the state and can
-        no longer be produced, or None."""
+        """A remaining operation whose needed value can no longer be produced
+        and is not the state, or will not be when it can be placed; or None."""
         for value in self.starved:
-            if value != state:
-                for i in self.needed_by[value]:
-                    if not self.done[i]:
+            for i in self.needed_by[value]:
+                if not self.done[i]:
+                    # The pending one called last: the first to be cut off.
+                    if value != state:
                         return i
+                    first_overwrite = self.overwriter_ret[self.over_next[0]]
+                    if self.calls[i] > first_overwrite:
+                        return i
+                    break
         return None
 
 
@@ -474,22 +513,47 @@ def _describe_failure(index: int, part: list[Operation], outcome: _PartitionOutc
         partition=part,
         linearized=linearized,
         stuck=stuck,
-        excerpt=_excerpt(part, linearized, stuck),
-        reason=_reason(outcome),
+        excerpt=_excerpt(part, linearized, stuck, [part[i] for i in outcome.witnesses]),
+        reason=outcome.reason,
     )
 
 
-def _reason(outcome: _PartitionOutcome) -> str:
-    if outcome.stuck is None:
+def _search_reason(stuck: int | None, starved: bool) -> str:
+    if stuck is None:
         return "no operation can be linearized first"
-    if outcome.starved:
+    if starved:
         return ("it needs a value the state no longer has and no remaining "
                 "operation can set again")
     return "no pending operation, this one included, can be linearized before it returns"
 
 
-def _excerpt(part: list[Operation], linearized: list[Operation], stuck: Operation | None) -> list[Operation]:
+def _witness_outcome(witness: ValueWitness, ops: list[Operation], kept: list[int],
+                     describe: Any) -> _PartitionOutcome:
+    def show(i: int) -> str:
+        op = ops[i]
+        return describe(op.input, op.output)
+
+    parts = [f"{show(w)} replaced it after {show(p)}" for p, w in witness.replaced]
+    if witness.initial_overwriter is not None:
+        parts.append(f"{show(witness.initial_overwriter)} replaced the initial value")
+    if not witness.replaced and witness.initial_overwriter is None:
+        reason = f"it needs the value {witness.value!r}, which no operation sets"
+    else:
+        reason = (f"it needs the value {witness.value!r}, which was certainly replaced before it began: "
+                  + "; ".join(parts))
+    involved = [i for pair in witness.replaced for i in pair]
+    if witness.initial_overwriter is not None:
+        involved.append(witness.initial_overwriter)
+    return _PartitionOutcome("not-linearizable", [], kept[witness.needing], reason,
+                             tuple(kept[i] for i in involved))
+
+
+def _excerpt(part: list[Operation], linearized: list[Operation], stuck: Operation | None,
+             witnesses: list[Operation]) -> list[Operation]:
     """Pick the operations a reader needs to see why `stuck` cannot be placed."""
+    if witnesses and stuck is not None:
+        chosen = {id(op): op for op in [stuck, *witnesses][:_EXCERPT_LIMIT]}
+        return sorted(chosen.values(), key=lambda op: (op.call, op.ret))
     if stuck is None:
         chosen = list(linearized[-_EXCERPT_LIMIT:])
         return sorted(chosen, key=lambda op: (op.call, op.ret))

@@ -74,6 +74,8 @@ class ValueFlow:
     required(input, output): the value the state must equal for the operation
         to be accepted (a read's result, a successful cas's expected value).
     produced(input): the value the operation may set.
+    overwrites(input, output): True if, whenever accepted, the operation sets
+        the state to `produced(input)` (a write, a successful cas).
     unknown_signature(input, is_observed): a key for an unknown-outcome
         operation's effect given which values are still observed; equal keys
         promise equal effects on every state from then on.
@@ -83,6 +85,7 @@ class ValueFlow:
     observed: Callable[[Any, Any], Any]
     required: Callable[[Any, Any], Any]
     produced: Callable[[Any], Any]
+    overwrites: Callable[[Any, Any], bool]
     unknown_signature: Callable[[Any, Callable[[Any], bool]], Any]
 
 
@@ -199,6 +202,11 @@ def _register_produced_value(input: Any) -> Any:
     return NOT_OBSERVING
 
 
+def _register_overwrites(input: Any, output: Any) -> bool:
+    f = input[0]
+    return f == "write" or (f == "cas" and output is True)
+
+
 def _register_unknown_signature(input: Any, is_observed: Callable[[Any], bool]) -> Any:
     f, arg = input
     if f == "write":
@@ -212,6 +220,7 @@ REGISTER_VALUE_FLOW = ValueFlow(
     observed=_register_observed_value,
     required=_register_required_value,
     produced=_register_produced_value,
+    overwrites=_register_overwrites,
     unknown_signature=_register_unknown_signature,
 )
 # The same for inputs that start with a key.
@@ -219,6 +228,7 @@ ONE_KEY_REGISTER_VALUE_FLOW = ValueFlow(
     observed=lambda input, output: _register_observed_value(input[1:], output),
     required=lambda input, output: _register_required_value(input[1:], output),
     produced=lambda input: _register_produced_value(input[1:]),
+    overwrites=lambda input, output: _register_overwrites(input[1:], output),
     unknown_signature=lambda input, is_observed: _register_unknown_signature(input[1:], is_observed),
 )
 
