@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -168,12 +169,17 @@ async def _run_drill(config: DrillConfig) -> DrillResult:
         errors.append(str(error))
     except (TimeoutError, RuntimeError, UnexpectedReply, OutcomeUnknown, RequestNotSent) as error:
         errors.append(f"the drill could not finish: {str(error).splitlines()[0]}")
+    except Exception as error:  # a bug in the harness must not pass for a result
+        traceback.print_exc()
+        errors.append(f"the harness itself failed: {type(error).__name__}: {error}")
     finally:
         await asyncio.to_thread(_shutdown, cluster, config.out / "logs", data_dir)
     acked = writers.acked if writers else []
     rounds = _with_write_counts(rounds, acked, lost, fault_times)
     result = drill_json(rounds, _config_dict(config), len(acked), [w.key for w in lost],
                         sum(1 for w in lost if round_of(w.acked, fault_times) == 0), errors)
+    result["failed_writes"] = writers.failed if writers else 0
+    result["unknown_outcome_writes"] = writers.unknown if writers else 0
     (config.out / "drill.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     if errors:
         code = EXIT_HARNESS_FAILURE if not lost else EXIT_FAILED

@@ -7,6 +7,7 @@ import random
 import shutil
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,16 @@ async def _run(config: RunConfig) -> RunResult:
             phases["final_reads_done"] = time.monotonic() - run_started
     except HarnessError as error:
         errors.append(str(error))
+    except Exception as error:  # a bug in the harness must not pass for a verdict
+        traceback.print_exc()
+        errors.append(f"the harness itself failed: {type(error).__name__}: {error}")
     finally:
         recorder.close()
         await asyncio.to_thread(_shutdown, cluster, proxies, config.out / "logs", data_dir)
     if checkable:
         try:
             check = workload.check(recorder.events)
+            phases["checked"] = time.monotonic() - run_started
         except HistoryFormatError as error:
             errors.append(f"the recorded history is malformed (a harness bug): {error}")
     exit_code = _exit_code(check, errors)
