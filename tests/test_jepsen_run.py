@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from jepsen_style.cli import main
-from jepsen_style.history import HistoryEvent, read_history
+from jepsen_style.history import HistoryEvent, parse_history_lines, read_history
 from jepsen_style.nemesis.kinds import NemesisChoiceError, parse_nemeses
 from jepsen_style.nemesis.link_proxies import LinkProxies
 from jepsen_style.nemesis.partitions import all_links, bridge, isolate, one_way, random_halves
@@ -157,6 +157,41 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([], 0.5) is None
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert percentile(list(map(float, range(1, 101))), 0.99) == 99.0
+
+
+# A key's history recorded by a run (kill + partition, native engine) that a
+# checker revision once wrongly judged not linearizable: write 1, cas 4->3
+# refused, read 1, write 3, read 3, write 3, cas 2->2 refused, read 3.
+RECORDED_REGISTER_HISTORY = [
+    '{"process":0,"type":"invoke","f":"write","key":"k","value":1,"time":18.760818}',
+    '{"process":0,"type":"ok","f":"write","key":"k","value":1,"time":18.775518}',
+    '{"process":0,"type":"invoke","f":"cas","key":"k","value":[4,3],"time":19.114943}',
+    '{"error":"compare failed","process":0,"type":"fail","f":"cas","key":"k","value":[4,3],"time":19.149537}',
+    '{"process":5,"type":"invoke","f":"read","key":"k","value":null,"time":19.422149}',
+    '{"process":5,"type":"ok","f":"read","key":"k","value":1,"time":19.432127}',
+    '{"process":3,"type":"invoke","f":"write","key":"k","value":3,"time":19.459542}',
+    '{"process":3,"type":"ok","f":"write","key":"k","value":3,"time":19.469458}',
+    '{"process":8,"type":"invoke","f":"read","key":"k","value":null,"time":19.641953}',
+    '{"process":8,"type":"ok","f":"read","key":"k","value":3,"time":19.649481}',
+    '{"process":3,"type":"invoke","f":"write","key":"k","value":3,"time":19.735753}',
+    '{"process":3,"type":"ok","f":"write","key":"k","value":3,"time":19.744181}',
+    '{"process":5,"type":"invoke","f":"cas","key":"k","value":[2,2],"time":19.795421}',
+    '{"error":"compare failed","process":5,"type":"fail","f":"cas","key":"k","value":[2,2],"time":19.809421}',
+    '{"process":9,"type":"invoke","f":"read","key":"k","value":null,"time":20.043262}',
+    '{"process":9,"type":"ok","f":"read","key":"k","value":3,"time":20.049095}',
+]
+
+
+def test_a_recorded_register_history_is_linearizable() -> None:
+    workload = make_workload("register")
+    events = list(parse_history_lines(RECORDED_REGISTER_HISTORY, "recorded"))
+    assert workload.check(events).verdict == "valid"
+    # The same history with a later read of the overwritten 1: a stale read.
+    stale = [*RECORDED_REGISTER_HISTORY,
+             '{"process":10,"type":"invoke","f":"read","key":"k","value":null,"time":20.1}',
+             '{"process":10,"type":"ok","f":"read","key":"k","value":1,"time":20.2}']
+    outcome = workload.check(list(parse_history_lines(stale, "stale")))
+    assert outcome.verdict == "invalid" and outcome.failure_svg and "k" in outcome.anomalies[0]
 
 
 # --- per-link proxies (the topology partitions use) ----------------------------
