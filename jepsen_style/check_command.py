@@ -89,7 +89,9 @@ def _explanation(result: CheckResult, describe: object) -> str:
     assert failure is not None
     header = (
         f"  part {failure.partition_index + 1} of {result.partitions} ({len(failure.partition)} operations) "
-        f"is not linearizable; longest linearizable order found: {len(failure.linearized)} operations"
+        "is not linearizable"
     )
+    if failure.linearized:
+        header += f"; longest linearizable order found: {len(failure.linearized)} operations"
     picture = render_text(failure, describe)  # type: ignore[arg-type]
     return header + "\n" + "\n".join("  " + line for line in picture.splitlines())
