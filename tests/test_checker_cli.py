@@ -67,9 +67,31 @@ def test_a_violation_exits_1_and_explains(tmp_path: Path) -> None:
     assert lines[0] == f"{good}: linearizable"
     assert lines[1] == f"{bad}: not-linearizable"
     assert "cannot be linearized: k: read never written" in done.stdout
+    assert "which no operation sets" in done.stdout
+    assert "longest linearizable order found" not in done.stdout  # proven without search
     assert "#" in done.stdout
     svg = svg_dir / "bad.jsonl.svg"
     assert ElementTree.parse(svg).getroot().tag.endswith("svg")
+
+
+def test_explain_reports_the_longest_order_of_a_search(tmp_path: Path) -> None:
+    lines = [
+        '{:process 0, :type :invoke, :f :append, :key "k", :value "x"}',
+        '{:process 1, :type :invoke, :f :append, :key "k", :value "y"}',
+        '{:process 0, :type :ok, :f :append, :key "k", :value "x"}',
+        '{:process 1, :type :ok, :f :append, :key "k", :value "y"}',
+        '{:process 2, :type :invoke, :f :get, :key "k", :value nil}',
+        '{:process 2, :type :ok, :f :get, :key "k", :value "xy"}',
+        '{:process 2, :type :invoke, :f :get, :key "k", :value nil}',
+        '{:process 2, :type :ok, :f :get, :key "k", :value "yx"}',
+    ]
+    history = tmp_path / "kv.txt"
+    history.write_text("\n".join(lines) + "\n")
+    done = run_check("--format", "porcupine-kv", "--explain", history)
+    assert done.returncode == 1
+    assert "part 1 of 1 (4 operations) is not linearizable; longest linearizable order found: 3 operations" \
+        in done.stdout
+    assert "[3] k: get 'xy'" in done.stdout
 
 
 def test_violation_wins_over_errors(tmp_path: Path) -> None:
