@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -27,7 +27,6 @@ from raftkv.engines.native.requests import ProposalBook, ReadBook
 from raftkv.errors import (
     EngineStoppedError,
     NoLeaderError,
-    NotLeaderError,
     OutcomeUnknownError,
     ReadTimeoutError,
 )

@@ -24,6 +24,7 @@ from raftkv.engines.native.requests import ProposalBook, ReadBook
 from raftkv.errors import EngineStoppedError, NoLeaderError
 from raftkv.raft.codec import encode_message
 from raftkv.raft.core import RaftCore
+from raftkv.raft.messages import Message, MsgType
 from raftkv.raft.ready import Ready
 from raftkv.raft.types import Entry, EntryKind, ProposalDropped, Role, Snapshot, SnapshotMeta, SoftState
 from raftkv.storage import WAL, LogRecord, SnapshotStore
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 SendMessage = Callable[[str, bytes], None]
 _NORMAL = EntryKind.NORMAL
 _LEADER = Role.LEADER
+_APP_RESP = MsgType.APP_RESP
+_SNAP_RESP = MsgType.SNAP_RESP
 _SEQ_BYTES = 8
 
 
@@ -170,13 +173,16 @@ class RaftDriver:
             waited = True
         hard = rd.hard_state
         term_vote_changed = hard is not None and (hard.term, hard.vote) != self._durable_term_vote
-        # A leader may send its appends before its own fsync (Raft thesis
-        # 10.2.1): it counts itself towards a commit only after advance(),
-        # i.e. once durable. Nothing it sends promises anything else that is
-        # not yet on disk, unless its term or vote changed in this Ready.
-        send_early = core.role is _LEADER and not term_vote_changed and rd.snapshot is None
-        if send_early:
-            self._send_all(rd)
+        # Only acknowledgements of entries (APP_RESP) promise what this
+        # Ready persists; everything else may leave before the fsync unless
+        # the term or vote changed. In particular a leader sends its appends
+        # before its own fsync (Raft thesis 10.2.1: the core counts the
+        # leader's copy only after advance(), i.e. once durable), and a
+        # follower's heartbeat answers and forwarded proposals and reads do
+        # not wait for its disk.
+        held = rd.messages
+        if not term_vote_changed and rd.snapshot is None:
+            held = self._send_unless_ack(rd.messages)
         compact_to = 0
         if rd.entries:
             if self._stale_after is not None and rd.entries[0].index <= self._stale_after + 1:
@@ -210,8 +216,9 @@ class RaftDriver:
                 self._syncing = False
         if hard is not None:
             self._durable_term_vote = (hard.term, hard.vote)
-        if not send_early:
-            self._send_all(rd)
+        send = self.send
+        for m in held:
+            send(m.to, encode_message(m))
         core.advance(rd)
         self.reads.applied(self.applied)
         if rd.soft_state is not None:
@@ -219,11 +226,16 @@ class RaftDriver:
         self._maybe_snapshot()
         return waited
 
-    def _send_all(self, rd: Ready) -> None:
+    def _send_unless_ack(self, messages: list[Message]) -> list[Message]:
+        """Send every message but the acknowledgements; return those."""
         send = self.send
-        for m in rd.messages:
-            send(m.to, encode_message(m))
-        rd.messages = []
+        acks = []
+        for m in messages:
+            if m.type == _APP_RESP or m.type == _SNAP_RESP:
+                acks.append(m)
+            else:
+                send(m.to, encode_message(m))
+        return acks
 
     async def _in_wal_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._wal_thread, fn, *args)
