@@ -15,7 +15,9 @@ from matplotlib.patches import Patch  # noqa: E402
 from jepsen_style.report.stats import FaultInterval, TimedOp, throughput  # noqa: E402
 
 OUTCOME_COLORS = {"ok": "#2e7d32", "fail": "#c62828", "info": "#ef8f00", "open": "#7b1fa2"}
-FAULT_COLORS = ["#90caf9", "#f48fb1", "#ce93d8", "#a5d6a7", "#ffcc80", "#b0bec5"]
+# One light colour per nemesis kind (there are ten).
+FAULT_COLORS = ["#90caf9", "#f48fb1", "#ce93d8", "#a5d6a7", "#ffcc80", "#b0bec5",
+                "#80deea", "#fff59d", "#bcaaa4", "#ef9a9a"]
 WIDTH_IN, HEIGHT_IN, DPI = 11.0, 3.6, 100
 
 

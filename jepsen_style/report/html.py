@@ -56,6 +56,17 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
+def _fault_target(detail: Any) -> str:
+    """"n1 | n2 n3" for a partition, the node list otherwise."""
+    if isinstance(detail, dict):
+        if detail.get("partition"):
+            return str(detail["partition"])
+        if detail.get("nodes"):
+            return " ".join(map(str, detail["nodes"]))
+        return "all links"
+    return str(detail)
+
+
 def render_html(results: dict[str, Any], pictures: list[str], has_failure_svg: bool,
                 logs: list[str]) -> str:
     config = results["config"]
@@ -110,9 +121,9 @@ def render_html(results: dict[str, Any], pictures: list[str], has_failure_svg: b
     intervals = results["nemesis"]["intervals"]
     parts.append(f"<h2>Faults ({len(intervals)})</h2>")
     if intervals:
-        parts.append("<table><tr><th>fault</th><th>from (s)</th><th>to (s)</th><th>detail</th></tr>"
+        parts.append("<table><tr><th>fault</th><th>from (s)</th><th>to (s)</th><th>target</th></tr>"
                      + "".join(f"<tr><td>{_e(i['kind'])}</td><td>{i['start']}</td><td>{i['end']}</td>"
-                               f"<td>{_e(i['detail'])}</td></tr>" for i in intervals)
+                               f"<td>{_e(_fault_target(i['detail']))}</td></tr>" for i in intervals)
                      + "</table>")
     for name in pictures:
         parts.append(f"<img src='{_e(name)}' alt='{_e(name)}'>")

@@ -31,6 +31,8 @@ KEYS_PER_GENERATION = 3
 OPS_PER_GENERATION = 30
 VALUES = 5
 CHECK_TIMEOUT_S = 60.0
+# Wide enough that labels keep the key and the operation.
+PICTURE_COLUMNS = 200
 
 
 class RegisterGenerator(OpGenerator):
@@ -123,5 +125,5 @@ class RegisterWorkload(Workload):
         anomaly = (f"key {key}: not linearizable; the longest linearizable order found has "
                    f"{len(failure.linearized)} of {len(failure.partition)} operations")
         return CheckOutcome("invalid", [anomaly], scope,
-                            failure_text=render_text(failure, model.describe_operation),
-                            failure_svg=render_svg(failure, model.describe_operation))
+                            failure_text=render_text(failure, model.describe_operation, PICTURE_COLUMNS),
+                            failure_svg=render_svg(failure, model.describe_operation, PICTURE_COLUMNS))
