@@ -282,7 +282,8 @@ class NativeEngine(Engine):
             term=core.term,
             leader_id=core.leader_id if not self._stopped else None,
             commit_index=core.commit,
-            applied_index=core.applied,
+            # The driver may have applied past the core's count (apply_early).
+            applied_index=max(core.applied, self._driver.applied if self._driver is not None else 0),
             engine=self.name,
             members=members,
         )
