@@ -226,3 +226,44 @@ def test_retry_of_a_write_interrupted_by_leader_kill_applies_once(make_cluster: 
     c.wait_ready(30)
     for node in c.nodes:
         assert call("GET", f"{node.url}/v1/kv/once").body == b"1"
+
+
+def test_leadership_transfer_under_write_load(make_cluster: MakeCluster) -> None:
+    c = make_cluster()
+    leader = c.leader()
+    assert leader is not None
+    target = next(n.node_id for n in c.nodes if n.node_id != leader)
+    stop = threading.Event()
+    acknowledged: list[int] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            for node in c.nodes:
+                try:
+                    r = call("PUT", f"{node.url}/v1/kv/load/{i}?timeout=2", b"v", timeout=5)
+                except OSError:
+                    continue
+                if r.status == 200:
+                    acknowledged.append(i)
+                    break
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        r = call_json("POST", f"{c.node(leader).url}/v1/leadership/transfer?timeout=5", {"to": target})
+        assert r.status == 200, r.body
+        assert r.json()["leader_id"] == target
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert c.leader() == target
+    assert acknowledged, "writes must go on around the transfer"
+    listing = call("GET", f"{c.node(target).url}/v1/kv?prefix=load/&keys_only=true").json()
+    stored = {int(kv["key"].split("/")[1]) for kv in listing["kvs"]}
+    assert set(acknowledged) <= stored

@@ -89,6 +89,10 @@ class PySyncObjEngine(Engine):
         self._sync: SyncObj | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick_calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        # Set while no leadership transfer runs. During one, local proposals
+        # wait, so the leader's log stops growing and the target can catch up.
+        self._not_transferring = asyncio.Event()
+        self._not_transferring.set()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -139,6 +143,14 @@ class PySyncObjEngine(Engine):
 
     async def propose(self, command: bytes, timeout: float) -> Any:
         sync = self._require_running()
+        if not self._not_transferring.is_set():
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                await asyncio.wait_for(self._not_transferring.wait(), timeout)
+            except TimeoutError:
+                raise NoLeaderError("a leadership transfer is in progress; nothing was applied") from None
+            timeout = max(0.001, timeout - (loop.time() - started))
         if sync._getLeader() is None:
             raise NoLeaderError("no leader is known; nothing was applied")
         loop = self._loop
@@ -200,26 +212,47 @@ class PySyncObjEngine(Engine):
                 f"this node is not the leader; send the request to {status.leader_id}",
                 status.leader_id,
             )
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-
-        def on_result(result: Any, error: int) -> None:
-            loop.call_soon_threadsafe(_settle, future, result, error)
-
-        target = self._peers[target_id] if target_id is not None else None
-        self._tick_calls.put(lambda: sync.transferLeadership(node=target, callback=on_result))
+        self._not_transferring.clear()
         try:
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise OutcomeUnknownError("leadership transfer did not finish in time") from None
-        # PySyncObj reports success once the transfer is started; wait to see the result.
+            await self._transfer(sync, target_id, timeout)
+        finally:
+            self._not_transferring.set()
+
+    async def _transfer(self, sync: SyncObj, target_id: str | None, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        target = self._peers[target_id] if target_id is not None else None
+        # PySyncObj refuses (REQUEST_DENIED) unless the target has every entry
+        # at that instant, which under write load is rare: keep asking.
+        while True:
+            error = await self._start_transfer(sync, target)
+            if error == FAIL_REASON.SUCCESS:
+                break
+            if error == FAIL_REASON.NOT_LEADER:
+                raise NotLeaderError("this node stopped being the leader", self.status().leader_id)
+            if loop.time() >= deadline:
+                raise OutcomeUnknownError(
+                    f"PySyncObj kept refusing the transfer ({_reason(error)}): "
+                    "the target never caught up in time"
+                )
+            await asyncio.sleep(0.005)
+        # Success means TimeoutNow was sent; wait to see the new leader.
         while loop.time() < deadline:
             leader = self.status().leader_id
             if leader is not None and leader != self._node_id and (target_id in (None, leader)):
                 return
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
         raise OutcomeUnknownError("leadership did not move in time")
+
+    async def _start_transfer(self, sync: SyncObj, target: str | None) -> int:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+
+        def on_result(result: Any, error: int) -> None:  # PySyncObj's thread
+            loop.call_soon_threadsafe(future.set_result, error)
+
+        self._tick_calls.put(lambda: sync.transferLeadership(node=target, callback=on_result))
+        return await future
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: int) -> None:
