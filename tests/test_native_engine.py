@@ -367,6 +367,51 @@ def test_a_lagging_follower_catches_up_through_a_snapshot(tmp_path: Path) -> Non
     with_cluster(tmp_path, body, options)
 
 
+def test_a_deposed_leader_with_a_long_divergent_log_is_repaired_by_a_snapshot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = NativeOptions(tick_ms=20, election_ticks=5, snapshot_every=30, snapshot_retain=5)
+    caplog.set_level("INFO", logger="raftkv.engines.native.driver")
+
+    async def body(c: Cluster) -> None:
+        await c.start()
+        old = await c.leader()
+        others = [n for n in c.engines if n != old]
+        await c.stop(*others)
+        # Alone, the old leader appends 200 entries nobody else will ever have.
+        outcomes = await asyncio.gather(
+            *(c.engines[old].propose(put(f"lost{i}", "x"), 0.3) for i in range(200)), return_exceptions=True
+        )
+        assert all(isinstance(o, OutcomeUnknownError) for o in outcomes), outcomes[:3]
+        await c.stop(old)
+        # The others move on in a newer term, snapshotting past the common prefix.
+        await c.start(*others)
+        leader = await c.leader()
+        for i in range(60):
+            await c.engines[leader].propose(put(f"k{i}", str(i)), 5)
+        # Restart them so no append queued for the old leader while it was
+        # down reaches it: its first news must be the snapshot.
+        await c.stop(*others)
+        await c.start(*others)
+        leader = await c.leader()
+        await c.start(old)
+        await c.wait_applied(old, c.engines[leader].status().commit_index, timeout=10)
+        assert any("predate the snapshot" in r.getMessage() for r in caplog.records)
+        await c.engines[leader].propose(put("after", "1"), 5)  # overwrites the stale tail
+        await c.engines[old].read_fence(5)
+        expected = c.machines[leader].range("")
+        assert c.machines[old].range("") == expected
+        assert c.machines[old].get("lost0") is None
+        # A restart of the repaired node must not bring the stale entries back.
+        await c.stop(old)
+        await c.start(old)
+        await c.leader()
+        await c.engines[old].read_fence(5)
+        assert c.machines[old].range("") == c.machines[leader].range("")
+
+    with_cluster(tmp_path, body, options)
+
+
 def test_leadership_transfer_from_the_leader_and_from_a_follower(tmp_path: Path) -> None:
     async def body(c: Cluster) -> None:
         await c.start()

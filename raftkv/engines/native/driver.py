@@ -317,6 +317,10 @@ class RaftDriver:
             # leader's. Compacting now would keep them on disk after the
             # compaction point, where a restart would believe them.
             self._stale_after = meta.index
+            log.info(
+                "node %s: WAL entries %d..%d predate the snapshot's log; compacting after they are overwritten",
+                self.core.id, meta.index + 1, self.wal.last_index,
+            )
         else:
             await self._in_wal_thread(self.wal.compact, meta.index)
         self.snapshot_index = meta.index
