@@ -16,6 +16,7 @@ import pytest
 
 from raftkv.config import NodeConfig
 from raftkv.engines.native import NativeEngine, NativeOptions
+from raftkv.engines.native.driver import split_append
 from raftkv.engines.native.entry_codec import EntryFormatError, frame, origin_prefix, unframe
 from raftkv.engines.native.recovery import (
     RecoveryError,
@@ -153,6 +154,42 @@ def test_options_from_env() -> None:
         NativeOptions.from_env({"RAFTKV_TICK_MS": "fast"})
     with pytest.raises(ValueError, match="snapshot_every"):
         NativeOptions.from_env({"RAFTKV_SNAPSHOT_EVERY": "0"})
+
+
+# ------------------------------------------------------------ big appends
+
+
+def test_split_append_keeps_the_predecessor_chain_and_bounds_parts() -> None:
+    entries = [Entry(i, 2 if i > 12 else 1, 0, bytes(100)) for i in range(11, 21)]
+    m = Message(MsgType.APP, "n2", "n1", 2, log_term=1, index=10, entries=entries, commit=15)
+    parts = split_append(m, max_bytes=300, max_parts=10)
+    assert [len(p.entries) for p in parts] == [2, 2, 2, 2, 2]
+    assert [(p.index, p.log_term) for p in parts] == [(10, 1), (12, 1), (14, 2), (16, 2), (18, 2)]
+    assert [e for p in parts for e in p.entries] == entries
+    assert all(p.commit == 15 and p.term == 2 and p.to == "n2" for p in parts)
+    # Only the first parts go out; the follower's answer brings the rest.
+    assert [len(p.entries) for p in split_append(m, 300, 2)] == [2, 2]
+    # An entry larger than the limit still travels, alone.
+    big = m._replace(entries=[Entry(11, 1, 0, bytes(1000)), Entry(12, 1, 0, b"")])
+    assert [len(p.entries) for p in split_append(big, 300, 4)] == [1, 1]
+
+
+def test_appends_larger_than_the_message_limit_still_replicate(tmp_path: Path) -> None:
+    options = NativeOptions(tick_ms=20, election_ticks=5, max_message_bytes=64 << 10)
+
+    async def body(c: Cluster) -> None:
+        await c.start()
+        leader = await c.leader()
+        behind = next(n for n in c.engines if n != leader)
+        await c.stop(behind)
+        value = "v" * (20 << 10)
+        # Concurrent writes batch into appends of ~1 MiB, cut into 64 KiB parts.
+        await asyncio.gather(*(c.engines[leader].propose(put(f"big{i}", value), 10) for i in range(50)))
+        await c.start(behind)  # needs all of them, at most 4 parts per append
+        await c.wait_applied(behind, c.engines[leader].status().commit_index, timeout=20)
+        assert c.machines[behind].range("") == c.machines[leader].range("")
+
+    with_cluster(tmp_path, body, options)
 
 
 # ------------------------------------------------------------- waiting callers

@@ -34,9 +34,42 @@ log = logging.getLogger(__name__)
 SendMessage = Callable[[str, bytes], None]
 _NORMAL = EntryKind.NORMAL
 _LEADER = Role.LEADER
+_APP = MsgType.APP
 _APP_RESP = MsgType.APP_RESP
 _SNAP_RESP = MsgType.SNAP_RESP
 _SEQ_BYTES = 8
+# Per-entry bytes an append spends besides the data (msgpack framing, ints).
+_ENTRY_OVERHEAD = 32
+# Parts of one oversized append sent at once; the rest is dropped and resent
+# after the follower's answer (bounded so a catching-up follower's transport
+# queue is not flooded past its byte limit, which would drop the first parts).
+MAX_APPEND_PARTS = 4
+
+
+def split_append(m: Message, max_bytes: int, max_parts: int) -> list[Message]:
+    """Cut an append into consecutive appends of about ``max_bytes`` each.
+
+    Each part names the last entry of the part before as its predecessor, so
+    the follower checks and applies them like any appends. Only the first
+    ``max_parts`` parts are returned: the follower acknowledges what it got,
+    and the leader's next append past that is rejected and resent from there.
+    """
+    parts: list[Message] = []
+    chunk: list[Entry] = []
+    size = 0
+    prev_index, prev_term = m.index, m.log_term
+    for entry in m.entries:
+        cost = len(entry.data) + _ENTRY_OVERHEAD
+        if chunk and size + cost > max_bytes:
+            parts.append(m._replace(index=prev_index, log_term=prev_term, entries=chunk))
+            if len(parts) == max_parts:
+                return parts
+            prev_index, prev_term = chunk[-1].index, chunk[-1].term
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += cost
+    parts.append(m._replace(index=prev_index, log_term=prev_term, entries=chunk))
+    return parts
 
 
 class RaftDriver:
@@ -55,6 +88,7 @@ class RaftDriver:
         snapshot_retain: int,
         snapshot_index: int,
         stale_after: int | None,
+        max_message_bytes: int = 8 << 20,
     ) -> None:
         self.core = core
         self.wal = wal
@@ -65,6 +99,7 @@ class RaftDriver:
         self.reads = reads
         self.snapshot_every = snapshot_every
         self.snapshot_retain = snapshot_retain
+        self.max_message_bytes = max_message_bytes
         self._prefix = origin_prefix
         self._seq_end = len(origin_prefix) + _SEQ_BYTES
         self._wake = asyncio.Event()
@@ -216,9 +251,8 @@ class RaftDriver:
                 self._syncing = False
         if hard is not None:
             self._durable_term_vote = (hard.term, hard.vote)
-        send = self.send
         for m in held:
-            send(m.to, encode_message(m))
+            self._send_message(m)
         core.advance(rd)
         self.reads.applied(self.applied)
         if rd.soft_state is not None:
@@ -228,14 +262,31 @@ class RaftDriver:
 
     def _send_unless_ack(self, messages: list[Message]) -> list[Message]:
         """Send every message but the acknowledgements; return those."""
-        send = self.send
         acks = []
         for m in messages:
             if m.type == _APP_RESP or m.type == _SNAP_RESP:
                 acks.append(m)
             else:
-                send(m.to, encode_message(m))
+                self._send_message(m)
         return acks
+
+    def _send_message(self, m: Message) -> None:
+        data = encode_message(m)
+        if len(data) > self.max_message_bytes and m.type == _APP and len(m.entries) > 1:
+            # The core bounds appends by entry count, not bytes: cut big ones
+            # into parts the transport will carry (see split_append).
+            for part in split_append(m, self.max_message_bytes, MAX_APPEND_PARTS):
+                self._send_bytes(m.to, encode_message(part))
+            return
+        self._send_bytes(m.to, data)
+
+    def _send_bytes(self, to: str, data: bytes) -> None:
+        try:
+            self.send(to, data)
+        except ValueError as exc:
+            # Larger than any frame the transport carries. Raft treats it as
+            # lost; log it, since a peer that needs it will not progress.
+            log.error("node %s: dropping a %d-byte message to %s: %s", self.core.id, len(data), to, exc)
 
     async def _in_wal_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._wal_thread, fn, *args)

@@ -53,12 +53,17 @@ class NativeOptions:
     snapshot_every: int = 10_000  # applied entries between snapshots
     snapshot_retain: int = 5_000  # entries kept in memory after one, for slow followers
     max_entries_per_msg: int = 1024
+    # Appends above this are cut into parts; the transport refuses frames
+    # over twice this, and snapshots travel in chunks of at most half of it.
+    max_message_bytes: int = 8 << 20
 
     def __post_init__(self) -> None:
         if self.tick_ms < 1:
             raise ValueError(f"tick_ms must be at least 1, got {self.tick_ms}")
         if self.snapshot_every < 1 or self.snapshot_retain < 0:
             raise ValueError("snapshot_every must be >= 1 and snapshot_retain >= 0")
+        if self.max_message_bytes < 4096:
+            raise ValueError(f"max_message_bytes must be at least 4096, got {self.max_message_bytes}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> NativeOptions:
@@ -119,6 +124,7 @@ class NativeEngine(Engine):
                 election_ticks=options.election_ticks,
                 heartbeat_ticks=options.heartbeat_ticks,
                 max_entries_per_msg=options.max_entries_per_msg,
+                max_snapshot_chunk=min(1 << 20, options.max_message_bytes // 2),
             )
             core = RaftCore(raft_config, random.Random(), recovery.restored)
             if loaded is not None and snapshot_meta is not None:
@@ -139,6 +145,7 @@ class NativeEngine(Engine):
                 nid: parse_host_port(addr) for nid, addr in config.peers.items() if nid != self._id
             },
             on_message=self._on_peer_message,
+            max_frame_bytes=2 * options.max_message_bytes,
         )
         driver = RaftDriver(
             core,
@@ -153,6 +160,7 @@ class NativeEngine(Engine):
             snapshot_retain=options.snapshot_retain,
             snapshot_index=snapshot_meta.index if snapshot_meta is not None else 0,
             stale_after=recovery.stale_after,
+            max_message_bytes=options.max_message_bytes,
         )
         try:
             await transport.start()
