@@ -592,6 +592,12 @@ def test_a_storage_failure_stops_the_node_and_fails_its_callers(tmp_path: Path) 
         new_leader = await c.leader(exclude=leader)
         assert new_leader != leader
         assert (await c.engines[new_leader].propose(put("b", "2"), 5))["ok"]
+        # Restarting the node recovers it.
+        await c.stop(leader)
+        await c.start(leader)
+        await c.leader()
+        await c.engines[leader].read_fence(5)
+        assert c.machines[leader].get("b")["value"] == b"2"
 
     with_cluster(tmp_path, body)
 

@@ -100,7 +100,8 @@ class NativeEngine(Engine):
         self._wal: WAL | None = None
         self._proposals: ProposalBook | None = None
         self._reads = ReadBook()
-        self._stopped = False
+        self._stopped = False  # stop() was called
+        self._failed = False  # the driver died; the node is silent until restarted
 
     # ------------------------------------------------------------ lifecycle
 
@@ -199,7 +200,7 @@ class NativeEngine(Engine):
         except Exception:
             # Already logged by the driver. Without durable storage this node
             # must not take part in Raft any more: go silent, like a crash.
-            self._stopped = True
+            self._failed = True
             self._tasks[1].cancel()
             if self._transport is not None:
                 await self._transport.stop()
@@ -215,7 +216,7 @@ class NativeEngine(Engine):
 
     def _on_peer_message(self, sender: str, payload: bytes) -> None:
         core, driver = self._core, self._driver
-        if core is None or driver is None or self._stopped:
+        if core is None or driver is None or self._stopped or self._failed:
             return
         try:
             message = decode_message(payload)
@@ -237,6 +238,8 @@ class NativeEngine(Engine):
         core, driver = self._core, self._driver
         if core is None or driver is None or self._stopped:
             raise EngineStoppedError("the engine is not running")
+        if self._failed:
+            raise EngineStoppedError(f"the engine failed ({driver.failure!r}); restart the node")
         return core, driver
 
     async def propose(self, command: bytes, timeout: float) -> Any:
@@ -282,13 +285,14 @@ class NativeEngine(Engine):
         role = _ROLE_NAMES[core.role]
         if self._id in learners:
             role = "learner"
-        if self._stopped:
+        down = self._stopped or self._failed
+        if down:
             role = "unknown"
         return EngineStatus(
             node_id=self._id,
             role=role,
             term=core.term,
-            leader_id=core.leader_id if not self._stopped else None,
+            leader_id=core.leader_id if not down else None,
             commit_index=core.commit,
             # The driver may have applied past the core's count (apply_early).
             applied_index=max(core.applied, self._driver.applied if self._driver is not None else 0),
