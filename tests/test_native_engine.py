@@ -407,7 +407,8 @@ def test_a_lagging_follower_catches_up_through_a_snapshot(tmp_path: Path) -> Non
 def test_a_deposed_leader_with_a_long_divergent_log_is_repaired_by_a_snapshot(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    options = NativeOptions(tick_ms=20, election_ticks=5, snapshot_every=30, snapshot_retain=5)
+    # A 0.5-1 s election timeout so the deposed leader still leads while it appends.
+    options = NativeOptions(tick_ms=20, election_ticks=25, snapshot_every=30, snapshot_retain=5)
     caplog.set_level("INFO", logger="raftkv.engines.native.driver")
 
     async def body(c: Cluster) -> None:
@@ -510,7 +511,9 @@ def test_lost_quorum_times_out_with_outcome_unknown_then_no_leader(tmp_path: Pat
         with pytest.raises(NoLeaderError):
             await engine.propose(put("c", "3"), 5)
 
-    with_cluster(tmp_path, body)
+    # A 0.5-1 s election timeout: the lonely leader must still lead while
+    # the first proposal goes in, however slowly the others were stopped.
+    with_cluster(tmp_path, body, NativeOptions(tick_ms=20, election_ticks=25))
 
 
 def test_stop_fails_waiting_callers_and_later_calls(tmp_path: Path) -> None:
