@@ -3,10 +3,12 @@ WAL, the snapshot store, the transport and the state machine.
 
 It runs as one task on the node's asyncio loop. Each turn hands the callers
 that queued up since the last turn to the core in one call, then takes one
-Ready and works through it in the order Raft needs: persist (one fsync for
-everything the Ready carries -- group commit), send, apply, advance. The
-fsync runs on a worker thread so the loop keeps accepting requests while the
-disk works; they all ride in the next Ready.
+Ready and works through it: persist (one fsync for everything the Ready
+carries -- group commit), send, apply, advance, with the refinements that
+docs/native-engine.md argues (what may be sent or applied before the fsync,
+where the fsync runs). The leader's fsync runs on a worker thread so its
+loop keeps accepting requests while the disk works; they all ride in the
+next Ready.
 """
 
 from __future__ import annotations
@@ -120,7 +122,6 @@ class RaftDriver:
         self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix=f"snapshot-{core.id}")
         self.readies = 0
         self.syncs = 0
-
 
     def wake(self) -> None:
         self._wake.set()
