@@ -245,6 +245,25 @@ def test_read_book_batches_rounds_and_waits_for_apply() -> None:
         book.fail_round(ctx2, NoLeaderError("gone"))
         with pytest.raises(NoLeaderError):
             late.result()
+        assert book.in_flight == []
+
+    run(scenario())
+
+
+def test_read_book_resends_rounds_left_unanswered() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        book = ReadBook(resend_after_ticks=3)
+        book.add(loop.create_future())
+        old = book.start_round()
+        assert [book.tick(), book.tick()] == [[], []]
+        book.add(loop.create_future())
+        young = book.start_round()
+        assert book.tick() == [old]  # 3 ticks old; the young one is not due
+        assert book.tick() == [] and book.tick() == [young]
+        assert book.tick() == [old]  # again 3 ticks after its resend
+        book.confirmed(old, index=1, applied=1)
+        assert [book.tick(), book.tick()] == [[], [young]]
 
     run(scenario())
 

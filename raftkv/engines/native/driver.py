@@ -126,6 +126,12 @@ class RaftDriver:
     def wake(self) -> None:
         self._wake.set()
 
+    def tick(self) -> None:
+        """Called by the ticker after core.tick()."""
+        for ctx in self.reads.tick():
+            self._read_index(ctx)
+        self._wake.set()
+
     def request_stop(self) -> None:
         self._stopping = True
         self._wake.set()

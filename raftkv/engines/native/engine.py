@@ -99,7 +99,8 @@ class NativeEngine(Engine):
         self._tasks: list[asyncio.Task[None]] = []
         self._wal: WAL | None = None
         self._proposals: ProposalBook | None = None
-        self._reads = ReadBook()
+        # Resend an unanswered ReadIndex round after an election timeout.
+        self._reads = ReadBook(resend_after_ticks=self.options.election_ticks)
         self._stopped = False  # stop() was called
         self._failed = False  # the driver died; the node is silent until restarted
 
@@ -212,7 +213,7 @@ class NativeEngine(Engine):
         while True:
             await asyncio.sleep(interval)
             core.tick()
-            driver.wake()
+            driver.tick()
 
     def _on_peer_message(self, sender: str, payload: bytes) -> None:
         core, driver = self._core, self._driver

@@ -113,10 +113,15 @@ class ProposalBook:
 class ReadBook:
     """Linearizable reads: queued -> in a ReadIndex round -> waiting for apply."""
 
-    def __init__(self) -> None:
+    def __init__(self, resend_after_ticks: int = 10) -> None:
         self._queued: list[asyncio.Future[None]] = []
         self._rounds: dict[bytes, list[asyncio.Future[None]]] = {}
         self._next_round = 1
+        # A round unanswered this many ticks after it was sent is sent again:
+        # its request or answer may have been lost on a broken connection.
+        self.resend_after_ticks = resend_after_ticks
+        self._ticks = 0
+        self._sent_at: dict[bytes, int] = {}
         # (read index, tie-breaker, callers) waiting for applied >= read index.
         self._until_applied: list[tuple[int, int, list[asyncio.Future[None]]]] = []
 
@@ -141,9 +146,19 @@ class ReadBook:
         ctx = self._next_round.to_bytes(8, "big")
         self._next_round += 1
         self._rounds[ctx] = callers
+        self._sent_at[ctx] = self._ticks
         return ctx
 
+    def tick(self) -> list[bytes]:
+        """Advance logical time; the rounds to send again now."""
+        self._ticks = now = self._ticks + 1
+        due = [ctx for ctx, sent in self._sent_at.items() if now - sent >= self.resend_after_ticks]
+        for ctx in due:
+            self._sent_at[ctx] = now
+        return due
+
     def fail_round(self, ctx: bytes, exc: BaseException) -> None:
+        self._sent_at.pop(ctx, None)
         for future in self._rounds.pop(ctx, ()):
             if not future.done():
                 future.set_exception(exc)
@@ -153,6 +168,7 @@ class ReadBook:
         callers = self._rounds.pop(ctx, None)
         if callers is None:
             return  # a duplicate answer to a round we re-sent
+        del self._sent_at[ctx]
         if index <= applied:
             _release(callers)
         else:
@@ -166,6 +182,7 @@ class ReadBook:
     def fail_all(self, exc: BaseException) -> None:
         groups = [self._queued, *self._rounds.values(), *(w[2] for w in self._until_applied)]
         self._queued, self._rounds, self._until_applied = [], {}, []
+        self._sent_at.clear()
         for callers in groups:
             for future in callers:
                 if not future.done():
