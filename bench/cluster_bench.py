@@ -2,10 +2,12 @@
 
 Both run on 127.0.0.1 in the same run, one after the other, driven by `wrk`
 with identical workloads (64-byte values over 1000 keys), aimed at the
-leader. etcd is driven through its HTTP/JSON gateway (`/v3/kv/put`,
+leader. All clusters run at once and every round drives each workload on
+each system back to back, so the per-round ratios compare like with like on
+a noisy machine; medians over rounds are reported. etcd is driven through its HTTP/JSON gateway (`/v3/kv/put`,
 `/v3/kv/range`), with fsync on, as shipped by Debian's `etcd-server`.
 
-    python bench/cluster_bench.py --engines pysyncobj --etcd --duration 10
+    python bench/cluster_bench.py --engines native,pysyncobj --etcd --duration 5 --rounds 3
 
 Needs `wrk` (and `etcd` for --etcd): `apt-get install wrk etcd-server`.
 Prints a markdown table; `--json FILE` also writes the raw figures.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import re
 import shutil
@@ -106,53 +109,52 @@ def _latency_ms(text: str) -> float:
 WORKLOADS = [("write", 1), ("write", 64), ("read", 1), ("read", 64)]
 
 
-def bench_raftkv(engine: str, duration: int, repeats: int, base: Path) -> list[Result]:
-    results = []
-    with LocalCluster(base / f"raftkv-{engine}", engine=engine) as cluster:
-        leader = cluster.wait_ready(60)
-        url = cluster.node(leader).url
-        # Every key exists before reads are measured.
-        for i in range(1, KEYS + 1):
-            req = urllib.request.Request(f"{url}/v1/kv/bench/{i}", data=VALUE.encode(), method="PUT")
-            urllib.request.urlopen(req).read()
-        for workload, conns in WORKLOADS:
-            script = RAFTKV_WRITE if workload == "write" else RAFTKV_READ
-            results.append(_median_of(f"raftkv-{engine}", workload, conns, url, script, duration, repeats))
-    return results
+@dataclass
+class System:
+    name: str
+    url: str
+    script: dict[str, str]  # workload -> wrk Lua script
 
 
-def bench_etcd(duration: int, repeats: int, base: Path) -> list[Result]:
+def preload_raftkv(url: str) -> None:
+    for i in range(1, KEYS + 1):
+        req = urllib.request.Request(f"{url}/v1/kv/bench/{i}", data=VALUE.encode(), method="PUT")
+        urllib.request.urlopen(req).read()
+
+
+def start_etcd(base: Path, stack: contextlib.ExitStack) -> str:
+    """A 3-member etcd cluster on loopback; returns the leader's client URL."""
     client_ports, peer_ports = free_ports(3), free_ports(3)
     names = [f"e{i}" for i in range(1, 4)]
     initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peer_ports))
-    procs = []
+    for name, cport, pport in zip(names, client_ports, peer_ports):
+        log = stack.enter_context(open(base / f"{name}.log", "wb"))
+        process = subprocess.Popen(
+            ["etcd", "--name", name, "--data-dir", str(base / name),
+             "--listen-client-urls", f"http://127.0.0.1:{cport}",
+             "--advertise-client-urls", f"http://127.0.0.1:{cport}",
+             "--listen-peer-urls", f"http://127.0.0.1:{pport}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
+             "--initial-cluster", initial, "--initial-cluster-state", "new",
+             "--initial-cluster-token", "bench"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        stack.callback(_stop_process, process)
+    url = _etcd_leader_url(client_ports)
+    for i in range(1, KEYS + 1):
+        body = json.dumps({"key": base64.b64encode(f"bench/{i}".encode()).decode(),
+                           "value": base64.b64encode(VALUE.encode()).decode()}).encode()
+        urllib.request.urlopen(urllib.request.Request(f"{url}/v3/kv/put", data=body)).read()
+    return url
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        for name, cport, pport in zip(names, client_ports, peer_ports):
-            log = open(base / f"{name}.log", "wb")
-            procs.append(subprocess.Popen(
-                ["etcd", "--name", name, "--data-dir", str(base / name),
-                 "--listen-client-urls", f"http://127.0.0.1:{cport}",
-                 "--advertise-client-urls", f"http://127.0.0.1:{cport}",
-                 "--listen-peer-urls", f"http://127.0.0.1:{pport}",
-                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
-                 "--initial-cluster", initial, "--initial-cluster-state", "new",
-                 "--initial-cluster-token", "bench"],
-                stdout=log, stderr=subprocess.STDOUT,
-            ))
-        url = _etcd_leader_url(client_ports)
-        for i in range(1, KEYS + 1):
-            body = json.dumps({"key": base64.b64encode(f"bench/{i}".encode()).decode(),
-                               "value": base64.b64encode(VALUE.encode()).decode()}).encode()
-            urllib.request.urlopen(urllib.request.Request(f"{url}/v3/kv/put", data=body)).read()
-        return [
-            _median_of("etcd", workload, conns, url, _etcd_script(workload), duration, repeats)
-            for workload, conns in WORKLOADS
-        ]
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(10)
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _etcd_leader_url(ports: list[int]) -> str:
@@ -173,15 +175,51 @@ def _etcd_leader_url(ports: list[int]) -> str:
     raise TimeoutError("etcd cluster did not elect a leader")
 
 
-def _median_of(system: str, workload: str, conns: int, url: str, script: str, duration: int, repeats: int) -> Result:
-    runs = [run_wrk(url, script, conns, duration) for _ in range(repeats)]
-    return Result(
-        system, workload, conns,
-        statistics.median(r[0] for r in runs),
-        statistics.median(r[1] for r in runs),
-        statistics.median(r[2] for r in runs),
-        sum(r[3] for r in runs),
-    )
+def run_rounds(systems: list[System], duration: int, rounds: int) -> list[list[Result]]:
+    """Every round drives every workload on every system back to back, so
+    load drift on a shared machine hits the systems alike."""
+    all_rounds = []
+    for _ in range(rounds):
+        results = []
+        for workload, conns in WORKLOADS:
+            for system in systems:
+                rps, p50, p99, errors = run_wrk(system.url, system.script[workload], conns, duration)
+                results.append(Result(system.name, workload, conns, rps, p50, p99, errors))
+        all_rounds.append(results)
+    return all_rounds
+
+
+def medians(all_rounds: list[list[Result]]) -> list[Result]:
+    out = []
+    for i, first in enumerate(all_rounds[0]):
+        runs = [r[i] for r in all_rounds]
+        out.append(Result(
+            first.system, first.workload, first.connections,
+            statistics.median(r.requests_per_s for r in runs),
+            statistics.median(r.p50_ms for r in runs),
+            statistics.median(r.p99_ms for r in runs),
+            sum(r.errors for r in runs),
+        ))
+    return out
+
+
+def ratios(all_rounds: list[list[Result]], baseline: str) -> list[tuple[str, str, int, float, float, float]]:
+    """(system, workload, connections, median ratio of requests/s, of p50, of p99) vs baseline."""
+    out = []
+    for i, first in enumerate(all_rounds[0]):
+        if first.system == baseline:
+            continue
+        base_i = next(j for j, r in enumerate(all_rounds[0])
+                      if r.system == baseline and r.workload == first.workload
+                      and r.connections == first.connections)
+        per_round = [(r[i], r[base_i]) for r in all_rounds]
+        out.append((
+            first.system, first.workload, first.connections,
+            statistics.median(a.requests_per_s / b.requests_per_s for a, b in per_round),
+            statistics.median(a.p50_ms / b.p50_ms for a, b in per_round),
+            statistics.median(a.p99_ms / b.p99_ms for a, b in per_round),
+        ))
+    return out
 
 
 def table(results: list[Result]) -> str:
@@ -197,28 +235,46 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def ratio_table(rows: list[tuple[str, str, int, float, float, float]], baseline: str) -> str:
+    lines = [
+        f"| system | workload | connections | requests/s vs {baseline} | p50 vs {baseline} | p99 vs {baseline} |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for system, workload, conns, rps, p50, p99 in rows:
+        lines.append(f"| {system} | {workload} | {conns} | {rps:.2f}x | {p50:.2f}x | {p99:.2f}x |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", default="native", help="comma-separated raftkv engines to run")
     parser.add_argument("--etcd", action="store_true", help="also run etcd (needs the etcd binary)")
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per workload; the median is reported")
-    parser.add_argument("--json", type=Path, help="write raw results here")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
+    parser.add_argument("--json", type=Path, help="write raw per-round results here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
     if args.etcd and shutil.which("etcd") is None:
         parser.error("etcd is not installed (apt-get install etcd-server)")
-    results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="raftkv-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="raftkv-bench-") as tmp, contextlib.ExitStack() as stack:
         base = Path(tmp)
+        systems = []
         for engine in filter(None, args.engines.split(",")):
-            results += bench_raftkv(engine, args.duration, args.repeats, base)
+            cluster = stack.enter_context(LocalCluster(base / f"raftkv-{engine}", engine=engine))
+            url = cluster.node(cluster.wait_ready(60)).url
+            preload_raftkv(url)
+            systems.append(System(f"raftkv-{engine}", url, {"write": RAFTKV_WRITE, "read": RAFTKV_READ}))
         if args.etcd:
-            results += bench_etcd(args.duration, args.repeats, base)
-    print(table(results))
+            url = start_etcd(base, stack)
+            systems.append(System("etcd", url, {"write": _etcd_script("write"), "read": _etcd_script("read")}))
+        all_rounds = run_rounds(systems, args.duration, args.rounds)
+    print(table(medians(all_rounds)))
+    if args.etcd:
+        print()
+        print(ratio_table(ratios(all_rounds, "etcd"), "etcd"))
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+        args.json.write_text(json.dumps([[asdict(r) for r in rnd] for rnd in all_rounds], indent=2))
     return 0
 
 
