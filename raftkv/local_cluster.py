@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import orjson
 
+from raftkv.config import DEFAULT_ENGINE
+
 # Given (node id, peer id) -> the address the node uses to reach that peer.
 PeerRouter = Callable[[str, str], str]
 
@@ -59,7 +61,7 @@ class LocalCluster:
         self,
         base_dir: Path,
         nodes: int = 3,
-        engine: str = "pysyncobj",
+        engine: str = DEFAULT_ENGINE,
         http_ports: list[int] | None = None,
         peer_ports: list[int] | None = None,
         extra_args: list[str] | None = None,
