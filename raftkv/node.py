@@ -33,7 +33,7 @@ async def serve(config: NodeConfig) -> None:
     engine = build_engine(config, machine)
     await engine.start()
     api = HttpApi(engine, machine, config.limits, config.default_timeout, config.max_timeout)
-    runner = web.AppRunner(api.make_app(), access_log=None)
+    runner = web.ServerRunner(api.make_server())
     await runner.setup()
     host, port = parse_host_port(config.client_addr)
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
