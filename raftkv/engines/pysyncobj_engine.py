@@ -34,6 +34,8 @@ from raftkv.kv import commands
 log = logging.getLogger(__name__)
 
 _NOOP = commands.encode({"op": "noop"})
+# How long a started transfer may take before it is tried again.
+_TRANSFER_SETTLE_S = 1.0
 
 # Failures for which PySyncObj guarantees the command was never appended to a
 # leader's log (or was overwritten there), so the caller may safely retry.
@@ -223,26 +225,30 @@ class PySyncObjEngine(Engine):
         deadline = loop.time() + timeout
         target = self._peers[target_id] if target_id is not None else None
         # PySyncObj refuses (REQUEST_DENIED) unless the target has every entry
-        # at that instant, which under write load is rare: keep asking.
+        # at that instant, and a target that campaigns while followers'
+        # forwarded writes still grow the leader's log can lose: keep asking
+        # until leadership has moved or time is up.
         while True:
             error = await self._start_transfer(sync, target)
             if error == FAIL_REASON.SUCCESS:
-                break
-            if error == FAIL_REASON.NOT_LEADER:
+                settle = min(deadline, loop.time() + _TRANSFER_SETTLE_S)
+                while loop.time() < settle:
+                    if self._leadership_moved(target_id):
+                        return
+                    await asyncio.sleep(0.01)
+            elif self._leadership_moved(target_id):
+                return
+            elif error == FAIL_REASON.NOT_LEADER:
                 raise NotLeaderError("this node stopped being the leader", self.status().leader_id)
             if loop.time() >= deadline:
                 raise OutcomeUnknownError(
-                    f"PySyncObj kept refusing the transfer ({_reason(error)}): "
-                    "the target never caught up in time"
+                    f"leadership did not move in time (last answer: {_reason(error)})"
                 )
             await asyncio.sleep(0.005)
-        # Success means TimeoutNow was sent; wait to see the new leader.
-        while loop.time() < deadline:
-            leader = self.status().leader_id
-            if leader is not None and leader != self._node_id and (target_id in (None, leader)):
-                return
-            await asyncio.sleep(0.01)
-        raise OutcomeUnknownError("leadership did not move in time")
+
+    def _leadership_moved(self, target_id: str | None) -> bool:
+        leader = self.status().leader_id
+        return leader is not None and leader != self._node_id and target_id in (None, leader)
 
     async def _start_transfer(self, sync: SyncObj, target: str | None) -> int:
         loop = asyncio.get_running_loop()
