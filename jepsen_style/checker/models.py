@@ -360,15 +360,12 @@ def keyed_register_model() -> Model:
 # --- key-value store with get/put/append (Porcupine's kv tests) --------------
 
 def _kv_step(state: Any, input: Any, output: Any) -> tuple[bool, Any]:
-    key, f, arg = input
+    key = input[0]
     current = _lookup(state, key, "")
-    if f == "get":
-        return (output is UNKNOWN or output == current), state
-    if f == "put":
-        return True, _assign(state, key, arg)
-    if f == "append":
-        return True, _assign(state, key, current + arg)
-    raise ModelInputError(f"kv model: unknown function {f!r} (expected get, put or append)")
+    ok, new = _one_key_kv_step(current, input, output)
+    if new is current:
+        return ok, state
+    return ok, _assign(state, key, new)
 
 
 def _kv_read_only(input: Any, output: Any) -> bool:

@@ -60,12 +60,7 @@ class RequestError(Exception):
 def validate_key(key: str, limits: Limits, field: str = "key") -> None:
     if not key:
         raise RequestError(400, "empty_key", f"{field} must not be empty")
-    size = _utf8_size(key, field)
-    if size > limits.max_key_bytes:
-        raise RequestError(
-            413, "key_too_large",
-            f"{field} is {size} bytes; the limit is {limits.max_key_bytes} bytes",
-        )
+    validate_prefix(key, limits, field)
 
 
 def validate_prefix(prefix: str, limits: Limits, field: str = "prefix") -> None:

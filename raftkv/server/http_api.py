@@ -8,6 +8,7 @@ engine's read fence (linearizable) or without it (serializable).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Any, Awaitable, Callable
 
@@ -36,6 +37,8 @@ from raftkv.kv.json_codec import (
 from raftkv.kv.limits import Limits
 from raftkv.kv.state_machine import KVStateMachine
 from raftkv.server.responses import ApiError, json_response, no_leader
+
+log = logging.getLogger(__name__)
 
 _KEY_PREFIX = "/v1/kv/"
 
@@ -100,6 +103,16 @@ class HttpApi:
         except web.HTTPRequestEntityTooLarge as exc:
             return ApiError(
                 413, "request_too_large", f"request body is too large: {exc.text}"
+            ).response()
+        except Exception:
+            # A bug, not the client's fault: keep the JSON error shape, and
+            # say whether anything may have changed.
+            log.exception("unhandled error serving %s %s", request.method, request.path)
+            return ApiError(
+                500,
+                "internal_error",
+                "the server failed while handling this request (see the node's log); "
+                "if it was a write, it may or may not have been applied",
             ).response()
 
     async def _route(self, request: web.BaseRequest) -> web.Response:
