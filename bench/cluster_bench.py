@@ -175,13 +175,15 @@ def _etcd_leader_url(ports: list[int]) -> str:
     raise TimeoutError("etcd cluster did not elect a leader")
 
 
-def run_rounds(systems: list[System], duration: int, rounds: int) -> list[list[Result]]:
+def run_rounds(
+    systems: list[System], duration: int, rounds: int, workloads: list[tuple[str, int]] = WORKLOADS
+) -> list[list[Result]]:
     """Every round drives every workload on every system back to back, so
     load drift on a shared machine hits the systems alike."""
     all_rounds = []
     for _ in range(rounds):
         results = []
-        for workload, conns in WORKLOADS:
+        for workload, conns in workloads:
             for system in systems:
                 rps, p50, p99, errors = run_wrk(system.url, system.script[workload], conns, duration)
                 results.append(Result(system.name, workload, conns, rps, p50, p99, errors))
@@ -252,7 +254,18 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--json", type=Path, help="write raw per-round results here")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(f"{w}/{c}" for w, c in WORKLOADS),
+        help="comma-separated workload/connections pairs to run (default: %(default)s)",
+    )
     args = parser.parse_args()
+    try:
+        workloads = [(w, int(c)) for w, c in (item.split("/") for item in args.workloads.split(","))]
+    except ValueError:
+        parser.error(f"--workloads takes pairs like write/1,read/64, not {args.workloads!r}")
+    if any(w not in ("write", "read") or c < 1 for w, c in workloads):
+        parser.error("--workloads: the workload is write or read, connections at least 1")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
     if args.etcd and shutil.which("etcd") is None:
@@ -268,7 +281,7 @@ def main() -> int:
         if args.etcd:
             url = start_etcd(base, stack)
             systems.append(System("etcd", url, {"write": _etcd_script("write"), "read": _etcd_script("read")}))
-        all_rounds = run_rounds(systems, args.duration, args.rounds)
+        all_rounds = run_rounds(systems, args.duration, args.rounds, workloads)
     print(table(medians(all_rounds)))
     if args.etcd:
         print()

@@ -130,6 +130,11 @@ class Cluster:
                 return
         raise AssertionError(f"{node} did not become leader")
 
+    def heartbeat(self, node: str) -> None:
+        """One heartbeat round from leader ``node``: how followers learn a commit that no append carried."""
+        self.tick(node, self.cores[node]._cfg.heartbeat_ticks)
+        self.deliver()
+
     def leader(self) -> RaftCore:
         leaders = [c for n, c in self.cores.items() if c.role is Role.LEADER and n not in self.blocked]
         assert len(leaders) == 1, [c.status() for c in self.cores.values()]
@@ -156,6 +161,8 @@ def test_first_election_makes_one_leader_and_commits_an_empty_entry() -> None:
     assert c["a"].role is Role.LEADER and c["a"].term == 1
     for n in ("b", "c"):
         assert c[n].role is Role.FOLLOWER and c[n].leader_id == "a" and c[n].term == 1
+    assert [(e.index, e.term, e.data) for e in c.applied["a"]] == [(1, 1, b"")]
+    c.heartbeat("a")
     for n in ABC:
         assert [(e.index, e.term, e.data) for e in c.applied[n]] == [(1, 1, b"")]
 
@@ -340,7 +347,39 @@ def test_pipelining_sends_several_appends_before_any_answer() -> None:
     # Replicate state: a window of 3 messages of 2 entries, no waiting.
     assert [len(m.entries) for m in to_b] == [2, 2, 2]
     c.deliver()
+    assert c["b"].log.last_index() == c["a"].log.last_index()
+    c.heartbeat("a")
     assert c.data_applied("b")[-1] == b"19"
+
+
+def test_a_commit_advance_alone_sends_nothing_the_next_append_or_heartbeat_carries_it() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c.heartbeat("a")
+    c.sent.clear()
+    c["a"].propose(b"x")
+    c.deliver()
+    # One append and one answer per follower: no commit-only append follows.
+    assert sorted((m.type, m.to) for m in c.sent) == [
+        (MsgType.APP, "b"), (MsgType.APP, "c"), (MsgType.APP_RESP, "a"), (MsgType.APP_RESP, "a"),
+    ]
+    x_index = c["a"].log.last_index()
+    assert c["a"].commit == x_index and c["b"].commit < x_index
+    assert c.data_applied("a") == [b"x"] and c.data_applied("b") == []
+    # The next append carries it...
+    c["a"].propose(b"y")
+    c.process("a")
+    c.deliver(keep=lambda m: m.to != "a")  # the followers' answers are lost
+    assert c["b"].commit == x_index and c.data_applied("b") == [b"x"]
+    # ... and so does a heartbeat, capped at what the follower is known to
+    # hold: b's answer for y was lost, so this round only re-sends y to b,
+    # whose answer commits y; the round after tells b.
+    c.blocked.add("c")
+    c.heartbeat("a")
+    y_index = c["a"].log.last_index()
+    assert c["a"].commit == y_index and c["b"].commit == x_index
+    c.heartbeat("a")
+    assert c["b"].commit == y_index and c.data_applied("b") == [b"x", b"y"]
 
 
 # ---------------------------------------------------------------------------
@@ -372,6 +411,20 @@ def test_read_index_on_follower_goes_through_the_leader() -> None:
     c["b"].read_index(b"fr")
     c.deliver()
     assert c.read_states["b"] == [ReadState(b"fr", c["a"].commit)]
+
+
+def test_read_index_answer_tells_the_follower_the_commit_index() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c.heartbeat("a")
+    c["a"].propose(b"w")
+    c.deliver()
+    assert c["b"].commit < c["a"].commit  # no append or heartbeat since the commit
+    # Only the read's own messages get through: the answer alone must do.
+    c["b"].read_index(b"fr")
+    c.deliver(keep=lambda m: m.type != MsgType.HEARTBEAT or m.to == "c")
+    assert c.read_states["b"] == [ReadState(b"fr", c["a"].commit)]
+    assert c["b"].commit == c["a"].commit and c.data_applied("b") == [b"w"]
 
 
 def test_isolated_leader_cannot_confirm_a_read() -> None:
@@ -476,6 +529,7 @@ def test_learner_receives_the_log_but_neither_votes_nor_counts() -> None:
     c.elect("a")
     c["a"].propose(b"x")
     c.deliver()
+    c.heartbeat("a")
     assert c.data_applied("l") == [b"x"]
     # With b and c gone, leader + learner are not a quorum.
     c.blocked.update({"b", "c"})

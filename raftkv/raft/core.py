@@ -115,7 +115,6 @@ class RaftCore:
         self._read_states: list[ReadState] = []
         self._forward_buf: list[Entry] = []
         self._bcast_entries = False
-        self._bcast_commit = False
         self._read_round_wanted = False
         self._ready_out = False
         self._prev_soft = SoftState(None, _FOLLOWER)
@@ -221,7 +220,7 @@ class RaftCore:
             return False
         if self._msgs or self._read_states or self._pending_snapshot is not None:
             return True
-        if self._bcast_entries or self._bcast_commit or self._forward_buf or self._read_round_wanted:
+        if self._bcast_entries or self._forward_buf or self._read_round_wanted:
             return True
         if self.log.unstable_from <= self.log.last_index() or self.commit > self._handed_applied:
             return True
@@ -288,8 +287,8 @@ class RaftCore:
                 self.applied = last_applied
         if self.role is _LEADER:
             me = self.progress.get(self.id)
-            if me is not None and me.maybe_update(self.log.unstable_from - 1) and self._maybe_commit():
-                self._bcast_commit = True
+            if me is not None and me.maybe_update(self.log.unstable_from - 1):
+                self._maybe_commit()
 
     def snapshot_taken(self, meta: SnapshotMeta, data: bytes, retain_entries: int = 0) -> None:
         """The driver snapshotted the state machine at ``meta.index`` (<= applied).
@@ -367,7 +366,6 @@ class RaftCore:
         self._reads.clear()
         self._reads_before_term_commit = []
         self._bcast_entries = False
-        self._bcast_commit = False
         self._read_round_wanted = False
 
     def _become_follower(self, term: int, leader: str | None) -> None:
@@ -503,6 +501,9 @@ class RaftCore:
         elif t == MsgType.READ_INDEX_RESP:
             if not m.reject:
                 self._read_states.append(ReadState(m.context, m.index))
+                commit = min(m.commit, self.log.last_index())
+                if commit > self.commit:
+                    self.commit = commit
         elif t == MsgType.TIMEOUT_NOW:
             if self._promotable():
                 # The leader chose us: skip PreVote, we know the leader stepped aside.
@@ -675,14 +676,18 @@ class RaftCore:
             if self.leader_id is not None and self.role is not _LEADER:
                 self._send(Message(MsgType.PROP, self.leader_id, self.id, self.term, entries=self._forward_buf))
             self._forward_buf = []
-        if self.role is _LEADER and (self._bcast_entries or self._bcast_commit):
-            send_empty = self._bcast_commit
-            self._bcast_entries = self._bcast_commit = False
+        # A commit advance alone sends nothing: followers learn the commit
+        # index from the next append, heartbeat or ReadIndex answer. Telling
+        # them at once would cost every write another message to and from
+        # each follower, while nothing but a follower's read waits for it,
+        # and reads are answered with the commit index.
+        if self.role is _LEADER and self._bcast_entries:
+            self._bcast_entries = False
             last = self.log.last_index()
             for peer, pr in self.progress.items():
                 if peer == self.id:
                     continue
-                sent = self._send_append(peer, pr, send_empty)
+                sent = self._send_append(peer, pr, False)
                 while sent and pr.next <= last:
                     sent = self._send_append(peer, pr, False)
 
@@ -753,8 +758,7 @@ class RaftCore:
                 pr.become_replicate()
             elif pr.state is _SNAPSHOT and pr.snapshot is not None and pr.match >= pr.snapshot.meta.index:
                 pr.become_replicate()
-            if self._maybe_commit():
-                self._bcast_commit = True
+            self._maybe_commit()
             if m.frm == self._transferee and pr.match == self.log.last_index():
                 self._send(Message(MsgType.TIMEOUT_NOW, m.frm, self.id, self.term))
         last = self.log.last_index()
@@ -831,7 +835,14 @@ class RaftCore:
         if requester == self.id:
             self._read_states.append(ReadState(ctx, index))
         else:
-            self._send(Message(MsgType.READ_INDEX_RESP, requester, self.id, self.term, index=index, context=ctx))
+            # Commit as in a heartbeat (capped at what the requester is known
+            # to hold), so a follower need not wait for the next heartbeat
+            # to learn that the read's index is committed.
+            pr = self.progress.get(requester)
+            commit = min(pr.match, self.commit) if pr is not None else 0
+            self._send(
+                Message(MsgType.READ_INDEX_RESP, requester, self.id, self.term, index=index, commit=commit, context=ctx)
+            )
 
     def _start_transfer(self, target: str) -> None:
         if target == self.id or target == self._transferee:
@@ -900,8 +911,7 @@ class RaftCore:
             pr.is_learner = peer in self.learners
         if self._transferee is not None and self._transferee not in self.voters:
             self._transferee = None
-        if self._maybe_commit():
-            self._bcast_commit = True
+        self._maybe_commit()
         self._release_confirmed_reads()
 
     # ------------------------------------------------------------------

@@ -26,7 +26,7 @@ class MsgType(enum.IntEnum):
     SNAP_RESP = 9  # index = snapshot index, snap_offset = bytes received so far
     PROP = 10  # follower -> leader: forwarded proposals (entries with index 0)
     READ_INDEX = 11  # follower -> leader: context = read ctx
-    READ_INDEX_RESP = 12  # leader -> follower: context, index; reject if refused
+    READ_INDEX_RESP = 12  # leader -> follower: context, index, commit (capped as in HEARTBEAT); reject if refused
     TIMEOUT_NOW = 13  # leader -> transfer target: campaign now
     TRANSFER_LEADER = 14  # follower -> leader: context = target id
 

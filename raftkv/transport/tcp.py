@@ -87,6 +87,7 @@ class _PeerLink:
     task: asyncio.Task[None] | None = None
     monitor: asyncio.Task[None] | None = None
     retired: bool = False  # removed or stopped: must not reconnect
+    wrote_directly: bool = False  # send() wrote a frame itself in this loop iteration
 
 
 class TcpTransport:
@@ -169,7 +170,15 @@ class TcpTransport:
     # ------------------------------------------------------------- sending
 
     def send(self, peer_id: str, payload: bytes) -> None:
-        """Queue ``payload`` for ``peer_id``; never blocks, never raises for a down peer."""
+        """Send or queue ``payload`` for ``peer_id``; never blocks, never raises for a down peer.
+
+        The first frame of a loop iteration to a connected, idle link (nothing
+        queued, nothing in the socket's buffer) is written at once: a hand-off
+        to the link's task would cost every replication hop a loop iteration
+        (measured: 1-connection writes ~10% slower). Later frames join the
+        queue, which the link's task writes out in one batch, so a burst
+        costs two writes, not one per frame.
+        """
         link = self._links.get(peer_id)
         if link is None or self._stopping:
             self.unknown_peer_drops += link is None
@@ -180,6 +189,19 @@ class TcpTransport:
         if size > self.max_frame_bytes:
             raise ValueError(f"message of {size} bytes exceeds the frame limit of {self.max_frame_bytes}")
         queue = link.queue
+        if not queue and not link.wrote_directly:
+            writer = link.writer
+            if writer is not None and writer.transport.get_write_buffer_size() == 0:
+                link.wrote_directly = True
+                asyncio.get_running_loop().call_soon(_end_direct_write, link)
+                try:
+                    writer.write(encode_frame(payload))
+                except (ConnectionError, OSError, RuntimeError) as exc:
+                    link.dropped += 1
+                    self._drop_connection(link, f"write failed: {exc!r}")
+                else:
+                    link.sent += 1
+                return
         queue.append(payload)
         link.queued_bytes += size
         while len(queue) > self.max_queue_frames or (link.queued_bytes > self.max_queue_bytes and len(queue) > 1):
@@ -432,6 +454,10 @@ class TcpTransport:
         except Exception:
             # One bad message must not cut the link and lose the ones behind it.
             log.exception("%s: on_message failed for a message from %s", self.node_id, sender)
+
+
+def _end_direct_write(link: _PeerLink) -> None:
+    link.wrote_directly = False
 
 
 def _set_nodelay(writer: asyncio.StreamWriter) -> None:

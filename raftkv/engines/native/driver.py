@@ -115,7 +115,6 @@ class RaftDriver:
         self._durable_term_vote = (core.term, core.vote)
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_saved: Snapshot | None = None
-        self._syncing = False  # awaiting an fsync of the WAL
         # One thread each: WAL writes stay ordered, and a slow snapshot
         # write never holds up the WAL's fsync.
         self._wal_thread = ThreadPoolExecutor(1, thread_name_prefix=f"wal-{core.id}")
@@ -250,6 +249,14 @@ class RaftDriver:
                 # (measured: 1-connection writes 20-40% faster). Its ticker
                 # waits too, so a slow disk cannot make it time out the leader.
                 wal.sync()
+        if syncing is None:
+            # Durable now: acknowledge before applying, since the leader waits
+            # for the acknowledgement and nobody waits for our apply.
+            if hard is not None:
+                self._durable_term_vote = (hard.term, hard.vote)
+            for m in held:
+                self._send_message(m)
+            held = []
         # Committed entries are durable on a quorum already, so they may be
         # applied (and their callers answered) while our own fsync of the
         # newer entries in this Ready runs.
@@ -260,15 +267,11 @@ class RaftDriver:
         for read_state in rd.read_states:
             self.reads.confirmed(read_state.ctx, read_state.index, self.applied)
         if syncing is not None:
-            self._syncing = True
-            try:
-                await syncing
-            finally:
-                self._syncing = False
-        if hard is not None:
-            self._durable_term_vote = (hard.term, hard.vote)
-        for m in held:
-            self._send_message(m)
+            await syncing
+            if hard is not None:
+                self._durable_term_vote = (hard.term, hard.vote)
+            for m in held:
+                self._send_message(m)
         core.advance(rd)
         self.reads.applied(self.applied)
         if rd.soft_state is not None:
@@ -308,21 +311,26 @@ class RaftDriver:
         return await asyncio.get_running_loop().run_in_executor(self._wal_thread, fn, *args)
 
     def apply_early(self) -> None:
-        """Apply what the core committed while the driver waits for the disk.
+        """On the leader, apply what the core committed now, not in the next Ready.
 
         Called after a peer message was stepped. Without this, a write whose
         quorum acknowledgement arrives during our fsync of newer entries
         would wait for that fsync (and the next Ready) before its caller
-        hears back. Entries up to the commit index are final, so applying
-        them early is safe; the Ready that later carries them skips them.
+        hears back; and even with the driver idle, going through the next
+        Ready costs its caller a loop iteration (measured: 1-connection
+        writes ~9% slower). Entries up to the commit index are final, so
+        applying them early is safe; the Ready that later carries them
+        skips them. A follower applies in its Ready, after acknowledging the
+        entries that message brought: the leader is waiting for that.
         """
-        if not self._syncing:
-            return
         core = self.core
+        if core.role is not _LEADER:
+            return
         commit = core.commit
         if commit <= self.applied or core.log.offset > self.applied:
             return  # nothing new, or a snapshot replaced the log: wait for the Ready
         self._apply_entries(core.log.slice(self.applied + 1, commit))
+        self.reads.applied(self.applied)
 
     def _apply_entries(self, entries: list[Entry]) -> None:
         machine_apply = self.machine.apply
