@@ -624,6 +624,28 @@ def test_a_storage_failure_stops_the_node_and_fails_its_callers(tmp_path: Path) 
     with_cluster(tmp_path, body)
 
 
+def test_a_follower_storage_failure_on_arrival_stops_that_follower(tmp_path: Path) -> None:
+    # A follower fsyncs appends in the transport's callback (process_on_arrival);
+    # a failure there must stop the node like one in the driver's own task.
+    async def body(c: Cluster) -> None:
+        await c.start()
+        leader = await c.leader()
+        follower = next(n for n in c.engines if n != leader)
+        engine = c.engines[follower]
+        assert engine._wal is not None
+        engine._wal.close()
+        assert (await c.engines[leader].propose(put("a", "1"), 5))["ok"]  # the other follower acks
+        deadline = time.monotonic() + 5
+        while engine.status().role != "unknown":
+            assert time.monotonic() < deadline, engine.status()
+            await asyncio.sleep(0.01)
+        with pytest.raises(EngineStoppedError, match="failed"):
+            await engine.read_fence(1)
+        assert (await c.engines[leader].propose(put("b", "2"), 5))["ok"]
+
+    with_cluster(tmp_path, body)
+
+
 def test_start_refuses_a_wal_compacted_past_the_surviving_snapshot(tmp_path: Path) -> None:
     options = NativeOptions(tick_ms=20, election_ticks=5, snapshot_every=20, snapshot_retain=0)
 

@@ -228,6 +228,10 @@ class RaftCore:
             return True
         return self.leader_id != self._prev_soft.leader_id or self.role is not self._prev_soft.role
 
+    def has_snapshot_to_hand_out(self) -> bool:
+        """True if the next Ready carries a snapshot received from the leader."""
+        return self._pending_snapshot is not None
+
     def ready(self) -> Ready:
         if self._ready_out:
             raise ReadyNotAdvanced("call advance() on the previous Ready before asking for a new one")

@@ -113,6 +113,8 @@ class RaftDriver:
         # next append has overwritten these entries.
         self._stale_after = stale_after
         self._durable_term_vote = (core.term, core.vote)
+        self._idle = False  # the loop waits for work: process_on_arrival may run a Ready
+        self._failed_on_arrival: BaseException | None = None
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_saved: Snapshot | None = None
         # One thread each: WAL writes stay ordered, and a slow snapshot
@@ -165,7 +167,13 @@ class RaftDriver:
                 continue
             if not core.has_ready():
                 wake.clear()
-                await wake.wait()
+                self._idle = True
+                try:
+                    await wake.wait()
+                finally:
+                    self._idle = False
+                if self._failed_on_arrival is not None:
+                    raise self._failed_on_arrival
                 continue
             synced = await self._process(core.ready())
             if not synced:
@@ -205,13 +213,84 @@ class RaftDriver:
 
     async def _process(self, rd: Ready) -> bool:
         """Work through one Ready; True if it waited for the disk."""
-        core = self.core
-        wal = self.wal
         self.readies += 1
         waited = False
         if rd.snapshot is not None:
             await self._persist_received_snapshot(rd.snapshot)
             waited = True
+        held = self._send_and_buffer(rd)
+        compact_to = self._compaction_due(rd)
+        if compact_to:
+            await self._in_wal_thread(self.wal.compact, compact_to)
+            waited = True
+        elif rd.must_sync:
+            self.syncs += 1
+            if self.core.role is _LEADER:
+                # The leader's loop parses client requests meanwhile; they
+                # all ride in the next Ready. Committed entries are durable
+                # on a quorum already, so they are applied (and their callers
+                # answered) while our own fsync of newer entries runs.
+                syncing = asyncio.get_running_loop().run_in_executor(self._wal_thread, self.wal.sync)
+                self._apply(rd)
+                await syncing
+                self._durable(rd, held)
+                self._settle(rd)
+                return True
+            # A follower has little to overlap with its fsync, and the two
+            # thread hand-offs cost more CPU and latency than they save
+            # (measured: 1-connection writes 20-40% faster). Its ticker
+            # waits too, so a slow disk cannot make it time out the leader.
+            self.wal.sync()
+        # Durable now: acknowledge before applying, since the leader waits
+        # for the acknowledgement and nobody waits for our apply.
+        self._durable(rd, held)
+        self._apply(rd)
+        self._settle(rd)
+        return waited
+
+    def process_on_arrival(self) -> None:
+        """After a peer message was stepped on a follower: work through its Ready now.
+
+        The caller is the transport's read callback. Handing the Ready to the
+        driver's task instead costs a loop iteration between an append's
+        arrival and its fsync and acknowledgement. Only when the driver is
+        idle (no Ready of its own under way) and the Ready needs no await:
+        no snapshot to save, no compaction; otherwise the driver is woken as
+        usual. A leader's Readys always go through the driver, which
+        overlaps its fsync with the next requests.
+        """
+        core = self.core
+        if (
+            not self._idle
+            or core.role is _LEADER
+            or core.has_snapshot_to_hand_out()
+            or self._stale_after is not None
+            or self.proposals.has_queued
+            or self.reads.has_queued
+            or not core.has_ready()
+        ):
+            self._wake.set()
+            return
+        try:
+            rd = core.ready()
+            self.readies += 1
+            held = self._send_and_buffer(rd)
+            if rd.must_sync:
+                self.syncs += 1
+                self.wal.sync()
+            self._durable(rd, held)
+            self._apply(rd)
+            self._settle(rd)
+        except BaseException as exc:
+            # The driver's task owns failures: it stops the node.
+            self._failed_on_arrival = exc
+            self._wake.set()
+            return
+        if core.has_ready() or self._snapshot_saved is not None:
+            self._wake.set()
+
+    def _send_and_buffer(self, rd: Ready) -> list[Message]:
+        """Send what may leave before the fsync, buffer entries and hard state; return the held messages."""
         hard = rd.hard_state
         term_vote_changed = hard is not None and (hard.term, hard.vote) != self._durable_term_vote
         # Only acknowledgements of entries (APP_RESP) promise what this
@@ -224,60 +303,42 @@ class RaftDriver:
         held = rd.messages
         if not term_vote_changed and rd.snapshot is None:
             held = self._send_unless_ack(rd.messages)
-        compact_to = 0
         if rd.entries:
-            if self._stale_after is not None and rd.entries[0].index <= self._stale_after + 1:
-                compact_to = self._stale_after  # this append overwrites the stale tail
-                self._stale_after = None
-            wal.append(cast(list[LogRecord], rd.entries))
+            self.wal.append(cast(list[LogRecord], rd.entries))
         if hard is not None:
-            wal.set_hard_state(hard.term, hard.vote, hard.commit)
-        syncing: asyncio.Future[Any] | None = None
-        if compact_to:
-            await self._in_wal_thread(wal.compact, compact_to)
-            waited = True
-        elif rd.must_sync:
-            self.syncs += 1
-            if core.role is _LEADER:
-                # The leader's loop parses client requests meanwhile; they
-                # all ride in the next Ready.
-                waited = True
-                syncing = asyncio.get_running_loop().run_in_executor(self._wal_thread, wal.sync)
-            else:
-                # A follower has little to overlap with its fsync, and the two
-                # thread hand-offs cost more CPU and latency than they save
-                # (measured: 1-connection writes 20-40% faster). Its ticker
-                # waits too, so a slow disk cannot make it time out the leader.
-                wal.sync()
-        if syncing is None:
-            # Durable now: acknowledge before applying, since the leader waits
-            # for the acknowledgement and nobody waits for our apply.
-            if hard is not None:
-                self._durable_term_vote = (hard.term, hard.vote)
-            for m in held:
-                self._send_message(m)
-            held = []
-        # Committed entries are durable on a quorum already, so they may be
-        # applied (and their callers answered) while our own fsync of the
-        # newer entries in this Ready runs.
+            self.wal.set_hard_state(hard.term, hard.vote, hard.commit)
+        return held
+
+    def _compaction_due(self, rd: Ready) -> int:
+        """The index to compact to now that this Ready overwrites a stale tail, or 0."""
+        stale = self._stale_after
+        if stale is not None and rd.entries and rd.entries[0].index <= stale + 1:
+            self._stale_after = None
+            return stale
+        return 0
+
+    def _durable(self, rd: Ready, held: list[Message]) -> None:
+        """What the Ready persisted is on disk: send the messages that promise it."""
+        hard = rd.hard_state
+        if hard is not None:
+            self._durable_term_vote = (hard.term, hard.vote)
+        for m in held:
+            self._send_message(m)
+
+    def _apply(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             self._apply_snapshot(rd.snapshot)
         if rd.committed_entries:
             self._apply_entries(rd.committed_entries)
         for read_state in rd.read_states:
             self.reads.confirmed(read_state.ctx, read_state.index, self.applied)
-        if syncing is not None:
-            await syncing
-            if hard is not None:
-                self._durable_term_vote = (hard.term, hard.vote)
-            for m in held:
-                self._send_message(m)
-        core.advance(rd)
+
+    def _settle(self, rd: Ready) -> None:
+        self.core.advance(rd)
         self.reads.applied(self.applied)
         if rd.soft_state is not None:
             self._leader_changed(rd.soft_state)
         self._maybe_snapshot()
-        return waited
 
     def _send_unless_ack(self, messages: list[Message]) -> list[Message]:
         """Send every message but the acknowledgements; return those."""

@@ -230,8 +230,11 @@ class NativeEngine(Engine):
             )
             return
         core.step(message)
-        driver.apply_early()
-        driver.wake()
+        if core.role is Role.LEADER:
+            driver.apply_early()
+            driver.wake()
+        else:
+            driver.process_on_arrival()
 
     # ------------------------------------------------------------- requests
 
