@@ -21,6 +21,11 @@ from raftkv.storage import (
 )
 from raftkv.storage.records import RecordType, encode_record, find_valid_record_after, scan_records
 from raftkv.storage.replay import LogReplay, check_append
+from raftkv.storage.wal import DIRECT_BLOCK
+
+# Syncs are direct block writes (O_DIRECT | O_DSYNC) where the filesystem
+# allows, else write + fsync: tests of what reaches the disk run both ways.
+both_io_modes = pytest.mark.parametrize("direct_io", [False, True], ids=["fsync", "direct"])
 
 
 def records(first: int, last: int, term: int = 1, size: int = 20) -> list[LogRecord]:
@@ -193,29 +198,33 @@ def test_many_segments_reopen_in_order(tmp_path: Path) -> None:
         paths = wal.segment_paths()
     assert len(paths) > 30
     assert paths == sorted(paths)
-    assert all(os.path.getsize(p) < 4096 + 30 * 60 for p in paths)
+    # A segment rolls once past segment_bytes; direct writes pad its last block.
+    assert all(os.path.getsize(p) < 4096 + 30 * 60 + DIRECT_BLOCK for p in paths)
     with reopen(tmp_path, segment_bytes=4096) as wal:
         assert [e.index for e in wal.recovered.entries] == list(range(1, 3001))
         assert wal.recovered.entries[-1].term == 2999 // 300 + 1
 
 
-def _build_log_with_last_record(directory: Path) -> tuple[Path, int, int]:
+def _build_log_with_last_record(directory: Path, direct_io: bool) -> tuple[Path, int, int]:
     """Nine synced entries, then a tenth: returns (segment, start and end of the tenth)."""
-    with WAL.open(directory) as wal:
+    with WAL.open(directory, direct_io=direct_io) as wal:
+        assert wal.direct_io == direct_io
         wal.set_hard_state(1, "n1", 0)
         wal.append(records(1, 9))
         wal.sync()
         segment = wal.segment_paths()[-1]
-        start = os.path.getsize(segment)
+        start = wal.tail_bytes
         wal.append(records(10, 10, size=40))
         wal.sync()
-        end = os.path.getsize(segment)
+        end = wal.tail_bytes
+    assert start < end <= os.path.getsize(segment)
     return segment, start, end
 
 
-def test_cut_at_every_byte_of_last_record_recovers_the_records_before_it(tmp_path: Path) -> None:
+@both_io_modes
+def test_cut_at_every_byte_of_last_record_recovers_the_records_before_it(tmp_path: Path, direct_io: bool) -> None:
     original = tmp_path / "orig"
-    segment, start, end = _build_log_with_last_record(original)
+    segment, start, end = _build_log_with_last_record(original, direct_io)
     for cut in range(start, end):
         work = tmp_path / f"cut{cut}"
         shutil.copytree(original, work)
@@ -235,9 +244,71 @@ def test_cut_at_every_byte_of_last_record_recovers_the_records_before_it(tmp_pat
         shutil.rmtree(work)
 
 
-def test_flipped_byte_in_last_record_is_cut(tmp_path: Path) -> None:
+def test_direct_write_torn_at_every_byte_of_last_record_recovers_the_records_before_it(tmp_path: Path) -> None:
+    # A direct write that stopped part-way leaves the record's head followed
+    # by the zeros that were there before (the file keeps its padded length).
     original = tmp_path / "orig"
-    segment, start, end = _build_log_with_last_record(original)
+    segment, start, end = _build_log_with_last_record(original, direct_io=True)
+    size = os.path.getsize(segment)
+    assert size % DIRECT_BLOCK == 0
+    for cut in range(start, end):
+        work = tmp_path / f"torn{cut}"
+        shutil.copytree(original, work)
+        with open(work / segment.name, "r+b") as f:
+            f.seek(cut)
+            f.write(bytes(size - cut))
+        with WAL.open(work) as wal:
+            assert wal.recovered.entries == records(1, 9), cut
+            # Nothing but zeros after the ninth record is a clean end, not a torn tail.
+            assert wal.recovered.truncated_tail_bytes == (0 if cut == start else size - start)
+            assert wal.tail_bytes == start
+            wal.append([LogRecord(10, 2, 0, b"rewritten")])
+            wal.sync()
+        with WAL.open(work) as wal:
+            assert wal.recovered.entries == records(1, 9) + [LogRecord(10, 2, 0, b"rewritten")]
+            assert wal.recovered.truncated_tail_bytes == 0
+        shutil.rmtree(work)
+
+
+def test_padded_segments_reopen_cleanly_in_either_mode(tmp_path: Path) -> None:
+    for round_, direct_io in enumerate([True, False, True, True, False]):
+        with WAL.open(tmp_path, segment_bytes=4096, direct_io=direct_io) as wal:
+            assert wal.recovered.truncated_tail_bytes == 0
+            first = round_ * 50 + 1
+            for i in range(first, first + 50, 5):
+                wal.append(records(i, i + 4))
+                wal.set_hard_state(round_ + 1, "n2", i)
+                wal.sync()
+    with WAL.open(tmp_path, segment_bytes=4096) as wal:
+        assert wal.recovered.entries == records(1, 250)
+        assert wal.recovered.hard_state == HardState(5, "n2", 246)
+        assert len(wal.segment_paths()) > 2
+
+
+def test_a_filesystem_refusing_direct_io_gets_write_and_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = os.open
+
+    def refusing_open(path: object, flags: int, *args: int) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    with WAL.open(tmp_path) as wal:
+        assert not wal.direct_io
+        wal.append(records(1, 3))
+        wal.sync()
+    monkeypatch.undo()
+    with WAL.open(tmp_path) as wal:
+        assert wal.direct_io
+        assert wal.recovered.entries == records(1, 3)
+
+
+@both_io_modes
+def test_flipped_byte_in_last_record_is_cut(tmp_path: Path, direct_io: bool) -> None:
+    original = tmp_path / "orig"
+    segment, start, end = _build_log_with_last_record(original, direct_io)
+    size = os.path.getsize(segment)
     for offset in range(start, end):
         work = tmp_path / f"flip{offset}"
         shutil.copytree(original, work)
@@ -248,20 +319,21 @@ def test_flipped_byte_in_last_record_is_cut(tmp_path: Path) -> None:
             f.write(bytes([byte ^ 0x5A]))
         with WAL.open(work) as wal:
             assert wal.recovered.entries == records(1, 9), offset
-            assert wal.recovered.truncated_tail_bytes == end - start
+            assert wal.recovered.truncated_tail_bytes == size - start  # the record and any padding
         shutil.rmtree(work)
 
 
-def test_flipped_byte_in_middle_record_refuses_to_start(tmp_path: Path) -> None:
+@both_io_modes
+def test_flipped_byte_in_middle_record_refuses_to_start(tmp_path: Path, direct_io: bool) -> None:
     original = tmp_path / "orig"
-    with WAL.open(original) as wal:
+    with WAL.open(original, direct_io=direct_io) as wal:
         wal.append(records(1, 4))
         wal.sync()
         segment = wal.segment_paths()[-1]
-        middle_start = os.path.getsize(segment)
+        middle_start = wal.tail_bytes
         wal.append(records(5, 5))
         wal.sync()
-        middle_end = os.path.getsize(segment)
+        middle_end = wal.tail_bytes
         wal.append(records(6, 8))
         wal.sync()
     for offset in range(middle_start, middle_end):
@@ -281,7 +353,7 @@ def test_flipped_byte_in_middle_record_refuses_to_start(tmp_path: Path) -> None:
 
 
 def test_corruption_in_non_last_segment_refuses_to_start(tmp_path: Path) -> None:
-    with WAL.open(tmp_path, segment_bytes=4096) as wal:
+    with WAL.open(tmp_path, segment_bytes=4096, direct_io=False) as wal:
         for first in range(1, 400, 40):
             wal.append(records(first, first + 39))
             wal.sync()
@@ -304,27 +376,44 @@ def test_missing_middle_segment_refuses_to_start(tmp_path: Path) -> None:
         WAL.open(tmp_path, segment_bytes=4096)
 
 
-def test_one_fsync_per_sync_covers_the_whole_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fsynced: list[int] = []
-    real_fsync = os.fsync
+@both_io_modes
+def test_one_fsync_per_sync_covers_the_whole_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_io: bool
+) -> None:
+    # One durable step per sync: an fsync, or a sync that fits in one block
+    # (direct I/O) one synchronous block write.
+    durable: list[str] = []
+    real_fsync, real_pwrite = os.fsync, os.pwrite
 
     def counting_fsync(fd: int) -> None:
-        fsynced.append(fd)
+        durable.append("fsync")
         real_fsync(fd)
 
-    with WAL.open(tmp_path) as wal:
+    def counting_pwrite(fd: int, data: bytes, offset: int) -> int:
+        if fd == wal._direct_fd:
+            durable.append("block")
+        return real_pwrite(fd, data, offset)
+
+    with WAL.open(tmp_path, direct_io=direct_io) as wal:
         monkeypatch.setattr(os, "fsync", counting_fsync)
-        for batch in range(3):
-            for i in range(64):
-                index = batch * 64 + i + 1
+        monkeypatch.setattr(os, "pwrite", counting_pwrite)
+        index = 0
+        for batch in range(6):
+            size = 64 if batch % 2 == 0 else 3  # 64 x 100 B spans blocks; 3 fit in one
+            for _ in range(size):
+                index += 1
                 wal.append([LogRecord(index, 1, 0, b"v" * 100)])
-            wal.set_hard_state(1, "n1", batch * 64)
+            wal.set_hard_state(1, "n1", index)
             wal.sync()
-            assert len(fsynced) == batch + 1
-        wal.sync()  # nothing buffered: no fsync
-        assert len(fsynced) == 3
+            assert len(durable) == batch + 1
+            if direct_io and size == 3 and wal.tail_bytes % DIRECT_BLOCK > 3 * 130:
+                assert durable[-1] == "block"  # the batch did not cross a block boundary
+            if size == 64:
+                assert durable[-1] == "fsync"
+        wal.sync()  # nothing buffered: nothing written
+        assert len(durable) == 6
     with reopen(tmp_path) as wal:
-        assert wal.recovered.last_index == 192
+        assert wal.recovered.last_index == index == 3 * 64 + 3 * 3
 
 
 def test_second_open_of_same_directory_is_refused(tmp_path: Path) -> None:
@@ -343,16 +432,17 @@ def test_use_after_close_is_refused(tmp_path: Path) -> None:
         wal.sync()
 
 
-def test_failed_fsync_poisons_the_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A real failing disk is not available in a test; a failing fsync is the
-    # one thing mocked here.
-    wal = WAL.open(tmp_path)
+@both_io_modes
+def test_failed_fsync_poisons_the_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_io: bool) -> None:
+    # A real failing disk is not available in a test; a failing fsync (or
+    # direct write) is the one thing mocked here.
+    wal = WAL.open(tmp_path, direct_io=direct_io)
     wal.append(records(1, 2))
 
-    def failing_fsync(fd: int) -> None:
+    def failing_call(fd: int, *args: object) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "pwrite" if direct_io else "fsync", failing_call)
     with pytest.raises(OSError):
         wal.sync()
     monkeypatch.undo()
@@ -362,7 +452,10 @@ def test_failed_fsync_poisons_the_wal(tmp_path: Path, monkeypatch: pytest.Monkey
         wal.sync()
     wal.close()
     with WAL.open(tmp_path) as reopened:
-        assert reopened.recovered.entries == records(1, 2)
+        # A failed sync promised nothing: with write + fsync the records did
+        # reach the file (only the fsync failed); the failed direct write
+        # wrote nothing.
+        assert reopened.recovered.entries == ([] if direct_io else records(1, 2))
 
 
 def test_small_segment_size_is_refused(tmp_path: Path) -> None:
@@ -370,18 +463,22 @@ def test_small_segment_size_is_refused(tmp_path: Path) -> None:
         WAL.open(tmp_path, segment_bytes=100)
 
 
-def test_appends_continue_while_an_fsync_is_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wal = WAL.open(tmp_path)
+@both_io_modes
+def test_appends_continue_while_an_fsync_is_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_io: bool
+) -> None:
+    wal = WAL.open(tmp_path, direct_io=direct_io)
     wal.append(records(1, 10))
     fsync_started, release_fsync = threading.Event(), threading.Event()
-    real_fsync = os.fsync
+    durable_call = "pwrite" if direct_io else "fsync"
+    real_call = getattr(os, durable_call)
 
-    def slow_fsync(fd: int) -> None:
+    def slow_call(fd: int, *args: object) -> object:
         fsync_started.set()
         assert release_fsync.wait(5)
-        real_fsync(fd)
+        return real_call(fd, *args)
 
-    monkeypatch.setattr(os, "fsync", slow_fsync)
+    monkeypatch.setattr(os, durable_call, slow_call)
     syncer = threading.Thread(target=wal.sync)
     syncer.start()
     assert fsync_started.wait(5)
@@ -399,8 +496,9 @@ def test_appends_continue_while_an_fsync_is_in_flight(tmp_path: Path, monkeypatc
         assert reopened.recovered.hard_state == HardState(2, "n1", 10)
 
 
-def test_syncing_thread_and_appending_thread_across_segment_rolls(tmp_path: Path) -> None:
-    wal = WAL.open(tmp_path, segment_bytes=4096)
+@both_io_modes
+def test_syncing_thread_and_appending_thread_across_segment_rolls(tmp_path: Path, direct_io: bool) -> None:
+    wal = WAL.open(tmp_path, segment_bytes=4096, direct_io=direct_io)
     stop = threading.Event()
     errors: list[BaseException] = []
 

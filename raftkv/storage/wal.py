@@ -1,14 +1,19 @@
 """A segmented, checksummed write-ahead log for Raft entries and hard state.
 
 Appends are buffered in memory and reach the disk in ``sync()``: one
-``write`` plus one ``fsync`` per call, however many records were buffered
-(group commit). See docs/storage.md for the format and the recovery rules.
+durable write per call, however many records were buffered (group commit).
+A sync that fits in one 4 KiB block is one ``O_DIRECT | O_DSYNC`` write of
+that block where the filesystem allows it; anything larger (or without
+direct I/O) is a ``write`` plus an ``fsync``. See docs/storage.md for the
+format, the measurements behind this and the recovery rules.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
+import mmap
 import os
 import re
 import threading
@@ -40,6 +45,9 @@ log = logging.getLogger(__name__)
 
 SEGMENT_NAME = re.compile(r"^(\d{10})-(\d{20})\.wal$")
 LOCK_FILE = "LOCK"
+# Direct I/O writes whole blocks at block-aligned offsets from an aligned
+# buffer; 4 KiB satisfies both 512-byte and 4 KiB sector devices.
+DIRECT_BLOCK = 4096
 
 
 def segment_name(seq: int, first_index: int) -> str:
@@ -64,6 +72,7 @@ class RecoveredLog:
     last_index: int
     truncated_tail_bytes: int
     compacted_index: int = 0  # entries up to here were declared covered by a snapshot
+    tail_end: int = 0  # where the last segment's records end (zero padding may follow)
 
 
 @dataclass
@@ -92,6 +101,7 @@ class WAL:
         state: _WalState,
         recovered: RecoveredLog,
         lock_fd: int,
+        direct_io: bool = True,
     ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
@@ -117,13 +127,44 @@ class WAL:
         self._failed: BaseException | None = None
         self._closed = False
         tail = self._segments[-1].path
-        self._fd = os.open(tail, os.O_WRONLY | os.O_APPEND)
-        self._segment_size = os.fstat(self._fd).st_size
+        # Writes go to explicit offsets (pwrite): a direct write pads the
+        # file to a block boundary, and the next records overwrite the padding.
+        self._fd = os.open(tail, os.O_WRONLY)
+        self._segment_size = recovered.tail_end
+        # Direct I/O: a copy of the last, partial block, rewritten with the
+        # new records on the next direct sync (its earlier bytes are
+        # unchanged, so a torn write of it cannot damage durable records).
+        self._direct_fd: int | None = None
+        self._block_start = 0
+        self._tail_block = b""
+        self._direct_buf: mmap.mmap | None = None
+        if direct_io:
+            self._direct_fd = _open_direct(tail)
+            if self._direct_fd is not None:
+                self._direct_buf = mmap.mmap(-1, DIRECT_BLOCK)
+                self._load_tail_block()
 
     # ----------------------------------------------------------------- open
 
+    @property
+    def direct_io(self) -> bool:
+        """True if syncs are direct, synchronous block writes (no fsync)."""
+        return self._direct_fd is not None
+
+    @property
+    def tail_bytes(self) -> int:
+        """Bytes of records in the segment being written (the file may be padded beyond)."""
+        return self._segment_size
+
     @classmethod
-    def open(cls, directory: Path, segment_bytes: int = 64 << 20) -> WAL:
+    def open(cls, directory: Path, segment_bytes: int = 64 << 20, direct_io: bool = True) -> WAL:
+        """Create or recover the WAL in ``directory``.
+
+        ``direct_io`` asks for ``O_DIRECT | O_DSYNC`` writes (on this project's
+        VM they made a durable append ~20% cheaper than write + fsync); a
+        filesystem that refuses them (tmpfs, some overlays) gets
+        write + fsync instead.
+        """
         if segment_bytes < 4096:
             raise ValueError(f"segment_bytes must be at least 4096, got {segment_bytes}")
         directory = Path(directory)
@@ -138,7 +179,7 @@ class WAL:
                 os.close(fd)
                 fsync_dir(directory)
                 state.segments.append(first)
-            return cls(directory, segment_bytes, state, recovered, lock_fd)
+            return cls(directory, segment_bytes, state, recovered, lock_fd, direct_io)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -228,6 +269,13 @@ class WAL:
                 with self._lock:
                     self._closed = True
                     os.close(self._fd)
+                    if self._direct_fd is not None:
+                        os.close(self._direct_fd)
+                    if self._direct_buf is not None:
+                        try:
+                            self._direct_buf.close()
+                        except BufferError:
+                            pass  # a failed write's traceback still holds a view: the GC frees it
                     os.close(self._lock_fd)
 
     def __enter__(self) -> WAL:
@@ -255,48 +303,84 @@ class WAL:
             self._check_usable()
             if not self._pending:
                 return
-            self._write_pending()
-            fd = self._fd
+            data = b"".join(self._pending)
+            self._pending.clear()
+            segment = self._segments[-1]
+            if self._pending_max_index > segment.max_entry_index:
+                segment.max_entry_index = self._pending_max_index
+            self._pending_max_index = 0
+            self._written_last_index = self._last_index
+        # Only this thread (under _sync_lock) touches the fields below.
+        offset = self._segment_size
         try:
-            os.fsync(fd)
+            if self._direct_fd is not None and len(self._tail_block) + len(data) <= DIRECT_BLOCK:
+                # Measured here: a one-block direct write is ~20% cheaper
+                # than write + fsync; several blocks at once are slower.
+                self._write_direct_block(self._tail_block + data)
+            else:
+                view = memoryview(data)
+                position = offset
+                while view:
+                    written = os.pwrite(self._fd, view, position)
+                    view = view[written:]
+                    position += written
+                os.fsync(self._fd)
         except BaseException as exc:
             self._failed = exc
             raise
+        end = offset + len(data)
+        self._segment_size = end
+        if self._direct_fd is not None:
+            block_start = end - end % DIRECT_BLOCK
+            keep = end - block_start
+            if keep <= len(data):
+                self._tail_block = data[len(data) - keep :]
+            else:
+                self._tail_block = self._tail_block[len(self._tail_block) - (keep - len(data)) :] + data
+            self._block_start = block_start
         if self._segment_size > self.segment_bytes:
             with self._lock:
                 self._roll_segment()
 
-    def _write_pending(self) -> None:
-        """Hand the buffer to the kernel in one write (caller holds _lock)."""
-        data = b"".join(self._pending)
-        self._pending.clear()
-        segment = self._segments[-1]
-        if self._pending_max_index > segment.max_entry_index:
-            segment.max_entry_index = self._pending_max_index
-        self._pending_max_index = 0
-        self._written_last_index = self._last_index
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-        except BaseException as exc:
-            self._failed = exc
-            raise
-        self._segment_size += len(data)
+    def _write_direct_block(self, block: bytes) -> None:
+        """Write the last block, zero-padded, durably (O_DIRECT | O_DSYNC)."""
+        buf = self._direct_buf
+        assert self._direct_fd is not None and buf is not None
+        buf[: len(block)] = block
+        buf[len(block) :] = bytes(DIRECT_BLOCK - len(block))
+        with memoryview(buf) as view:
+            if os.pwrite(self._direct_fd, view, self._block_start) != DIRECT_BLOCK:
+                raise OSError(errno.EIO, f"short direct write to {self._segments[-1].path}")
+
+    def _load_tail_block(self) -> None:
+        end = self._segment_size
+        self._block_start = end - end % DIRECT_BLOCK
+        with open(self._segments[-1].path, "rb") as f:
+            f.seek(self._block_start)
+            self._tail_block = f.read(end - self._block_start)
 
     def _roll_segment(self) -> None:
         """Start the next segment; the current one was just fsynced (caller holds both locks)."""
         previous = self._segments[-1]
         seq, first_index = previous.seq + 1, self._written_last_index + 1
         segment = _Segment(seq, first_index, self.directory / segment_name(seq, first_index))
-        fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             fsync_dir(self.directory)
         except BaseException as exc:
             os.close(fd)
             self._failed = exc
             raise
+        if self._direct_fd is not None:
+            direct_fd = _open_direct(segment.path)
+            if direct_fd is None:
+                os.close(fd)
+                self._failed = OSError(errno.EINVAL, f"direct I/O refused for {segment.path}")
+                raise self._failed
+            os.close(self._direct_fd)
+            self._direct_fd = direct_fd
+            self._block_start = 0
+            self._tail_block = b""
         os.close(self._fd)
         self._fd = fd
         self._segment_size = 0
@@ -313,6 +397,20 @@ class WAL:
         if self._compacted_index:
             head.append(encode_index_marker(RecordType.COMPACT, self._compacted_index))
         return head
+
+
+def _open_direct(path: Path) -> int | None:
+    """A direct, synchronous write descriptor for ``path``, or None if the filesystem refuses one."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(path, os.O_WRONLY | flag | os.O_DSYNC)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+            log.info("WAL %s: direct I/O not supported here (%s); using write + fsync", path, exc)
+            return None
+        raise
 
 
 def _lock_directory(directory: Path) -> int:
@@ -348,6 +446,7 @@ def _recover(directory: Path) -> tuple[_WalState, RecoveredLog]:
     # created, so after compaction deleted older segments the log resumes there.
     replay = LogReplay(expected_next=segments[0].first_index if segments else 1)
     truncated_tail_bytes = 0
+    tail_end = 0
     for position, segment in enumerate(segments):
         data = segment.path.read_bytes()
         scanned = scan_records(data)
@@ -355,8 +454,9 @@ def _recover(directory: Path) -> tuple[_WalState, RecoveredLog]:
             problem = _replay_record(replay, segment, record.rtype, record.body)
             if problem is not None:
                 raise WALCorruptError(segment.path, record.offset, problem)
-        if scanned.problem is None:
-            continue
+        tail_end = scanned.valid_bytes
+        if scanned.problem is None or data.count(0, scanned.valid_bytes) == len(data) - scanned.valid_bytes:
+            continue  # the end, or the end and then the zero padding of a direct write
         is_last = position == len(segments) - 1
         if not is_last:
             raise WALCorruptError(
@@ -391,6 +491,7 @@ def _recover(directory: Path) -> tuple[_WalState, RecoveredLog]:
         last_index=replay.last_index,
         truncated_tail_bytes=truncated_tail_bytes,
         compacted_index=replay.compacted_index,
+        tail_end=tail_end,
     )
     return state, recovered
 
