@@ -285,6 +285,26 @@ def test_padded_segments_reopen_cleanly_in_either_mode(tmp_path: Path) -> None:
         assert len(wal.segment_paths()) > 2
 
 
+def test_next_sync_is_one_block_says_whether_the_sync_is_a_direct_block_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with WAL.open(tmp_path / "direct") as wal:
+        assert wal.direct_io
+        wal.append(records(1, 3))
+        assert wal.next_sync_is_one_block()
+        wal.sync()
+        wal.append(records(4, 200))  # several blocks' worth
+        assert not wal.next_sync_is_one_block()
+        wal.sync()
+        # The records already in the last partial block count too.
+        room = DIRECT_BLOCK - wal.tail_bytes % DIRECT_BLOCK
+        wal.append([LogRecord(201, 1, 0, b"x" * (room - 10))])
+        assert not wal.next_sync_is_one_block()
+    with WAL.open(tmp_path / "fsync", direct_io=False) as wal:
+        wal.append(records(1, 1))
+        assert not wal.next_sync_is_one_block()
+
+
 def test_a_filesystem_refusing_direct_io_gets_write_and_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_open = os.open
 

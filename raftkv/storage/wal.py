@@ -151,6 +151,13 @@ class WAL:
         """True if syncs are direct, synchronous block writes (no fsync)."""
         return self._direct_fd is not None
 
+    def next_sync_is_one_block(self) -> bool:
+        """True if the next sync() will be a single direct block write (cheap: no fsync)."""
+        with self._lock:
+            if self._direct_fd is None:
+                return False
+            return len(self._tail_block) + sum(map(len, self._pending)) <= DIRECT_BLOCK
+
     @property
     def tail_bytes(self) -> int:
         """Bytes of records in the segment being written (the file may be padded beyond)."""

@@ -224,12 +224,17 @@ class RaftDriver:
             await self._in_wal_thread(self.wal.compact, compact_to)  # syncs what is buffered
             self._finish_synced(rd, held, sync=False)
             return True
-        if rd.must_sync and self.core.role is _LEADER:
+        if rd.must_sync and self.core.role is _LEADER and not self.wal.next_sync_is_one_block():
             self.syncs += 1
-            # The leader's loop parses client requests meanwhile; they all
+            # A big sync (write + fsync) goes to the WAL thread: the
+            # leader's loop parses client requests meanwhile, and they all
             # ride in the next Ready. Committed entries are durable on a
             # quorum already, so they are applied (and their callers
-            # answered) while our own fsync of newer entries runs.
+            # answered) while our own fsync of newer entries runs. A sync
+            # that is one direct block write is done right here, like a
+            # follower's: the hand-off to the thread and back cost more than
+            # the write (1-connection writes 13-15% faster; 8 and 64
+            # connections unchanged, alternating runs).
             syncing = asyncio.get_running_loop().run_in_executor(self._wal_thread, self.wal.sync)
             self._apply(rd)
             await syncing
@@ -275,14 +280,15 @@ class RaftDriver:
             self._wake.set()
 
     def _finish_synced(self, rd: Ready, held: list[Message], sync: bool = True) -> None:
-        """Fsync on this thread if needed, then acknowledge, apply and advance.
+        """Sync on this thread if needed, then acknowledge, apply and advance.
 
         A follower has little to overlap with its fsync, and the two thread
         hand-offs cost more CPU and latency than they save (measured:
         1-connection writes 20-40% faster). Its ticker waits too, so a slow
         disk cannot make it time out the leader. Durable, it acknowledges
         before applying: the leader waits for the acknowledgement, nobody
-        waits for a follower's apply.
+        waits for a follower's apply. A leader comes here for a sync that
+        is one direct block write.
         """
         if sync and rd.must_sync:
             self.syncs += 1
