@@ -625,7 +625,7 @@ def test_a_storage_failure_stops_the_node_and_fails_its_callers(tmp_path: Path) 
 
 
 def test_a_follower_storage_failure_on_arrival_stops_that_follower(tmp_path: Path) -> None:
-    # A follower fsyncs appends in the transport's callback (process_on_arrival);
+    # A follower fsyncs appends in the transport's callback (RaftDriver._process_on_arrival);
     # a failure there must stop the node like one in the driver's own task.
     async def body(c: Cluster) -> None:
         await c.start()

@@ -221,6 +221,16 @@ def _build_log_with_last_record(directory: Path, direct_io: bool) -> tuple[Path,
     return segment, start, end
 
 
+def _rewrite_tenth_and_reopen(wal: WAL, directory: Path) -> None:
+    """After recovering nine entries: a new tenth is appended, and a reopen finds exactly that."""
+    wal.append([LogRecord(10, 2, 0, b"rewritten")])
+    wal.sync()
+    wal.close()
+    with WAL.open(directory) as reopened:
+        assert reopened.recovered.entries == records(1, 9) + [LogRecord(10, 2, 0, b"rewritten")]
+        assert reopened.recovered.truncated_tail_bytes == 0
+
+
 @both_io_modes
 def test_cut_at_every_byte_of_last_record_recovers_the_records_before_it(tmp_path: Path, direct_io: bool) -> None:
     original = tmp_path / "orig"
@@ -236,11 +246,7 @@ def test_cut_at_every_byte_of_last_record_recovers_the_records_before_it(tmp_pat
             assert rec.truncated_tail_bytes == cut - start
             assert rec.hard_state == HardState(1, "n1", 0)
             assert os.path.getsize(work / segment.name) == start
-            wal.append([LogRecord(10, 2, 0, b"rewritten")])
-            wal.sync()
-        with WAL.open(work) as wal:
-            assert wal.recovered.entries == records(1, 9) + [LogRecord(10, 2, 0, b"rewritten")]
-            assert wal.recovered.truncated_tail_bytes == 0
+            _rewrite_tenth_and_reopen(wal, work)
         shutil.rmtree(work)
 
 
@@ -262,11 +268,7 @@ def test_direct_write_torn_at_every_byte_of_last_record_recovers_the_records_bef
             # Nothing but zeros after the ninth record is a clean end, not a torn tail.
             assert wal.recovered.truncated_tail_bytes == (0 if cut == start else size - start)
             assert wal.tail_bytes == start
-            wal.append([LogRecord(10, 2, 0, b"rewritten")])
-            wal.sync()
-        with WAL.open(work) as wal:
-            assert wal.recovered.entries == records(1, 9) + [LogRecord(10, 2, 0, b"rewritten")]
-            assert wal.recovered.truncated_tail_bytes == 0
+            _rewrite_tenth_and_reopen(wal, work)
         shutil.rmtree(work)
 
 
@@ -285,9 +287,7 @@ def test_padded_segments_reopen_cleanly_in_either_mode(tmp_path: Path) -> None:
         assert len(wal.segment_paths()) > 2
 
 
-def test_next_sync_is_one_block_says_whether_the_sync_is_a_direct_block_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_next_sync_is_one_block_says_whether_the_sync_is_a_direct_block_write(tmp_path: Path) -> None:
     with WAL.open(tmp_path / "direct") as wal:
         assert wal.direct_io
         wal.append(records(1, 3))

@@ -338,13 +338,11 @@ class WAL:
         end = offset + len(data)
         self._segment_size = end
         if self._direct_fd is not None:
-            block_start = end - end % DIRECT_BLOCK
-            keep = end - block_start
-            if keep <= len(data):
-                self._tail_block = data[len(data) - keep :]
-            else:
-                self._tail_block = self._tail_block[len(self._tail_block) - (keep - len(data)) :] + data
-            self._block_start = block_start
+            # The last partial block is the last ``keep`` bytes of what the
+            # segment holds; slicing data first avoids copying a big batch.
+            keep = end % DIRECT_BLOCK
+            self._tail_block = (self._tail_block + data[-keep:])[-keep:] if keep else b""
+            self._block_start = end - keep
         if self._segment_size > self.segment_bytes:
             with self._lock:
                 self._roll_segment()

@@ -113,7 +113,7 @@ class RaftDriver:
         # next append has overwritten these entries.
         self._stale_after = stale_after
         self._durable_term_vote = (core.term, core.vote)
-        self._idle = False  # the loop waits for work: process_on_arrival may run a Ready
+        self._idle = False  # the loop waits for work: _process_on_arrival may run a Ready
         self._failed_on_arrival: BaseException | None = None
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_saved: Snapshot | None = None
@@ -244,7 +244,7 @@ class RaftDriver:
         self._finish_synced(rd, held)
         return waited
 
-    def process_on_arrival(self) -> None:
+    def _process_on_arrival(self) -> None:
         """After a peer message was stepped on a follower: work through its Ready now.
 
         The caller is the transport's read callback. Handing the Ready to the
@@ -379,7 +379,15 @@ class RaftDriver:
     async def _in_wal_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._wal_thread, fn, *args)
 
-    def apply_early(self) -> None:
+    def stepped(self) -> None:
+        """A peer message was stepped into the core: act on it now or wake the loop."""
+        if self.core.role is _LEADER:
+            self._apply_early()
+            self._wake.set()
+        else:
+            self._process_on_arrival()
+
+    def _apply_early(self) -> None:
         """On the leader, apply what the core committed now, not in the next Ready.
 
         Called after a peer message was stepped. Without this, a write whose
@@ -393,8 +401,6 @@ class RaftDriver:
         entries that message brought: the leader is waiting for that.
         """
         core = self.core
-        if core.role is not _LEADER:
-            return
         commit = core.commit
         if commit <= self.applied or core.log.offset > self.applied:
             return  # nothing new, or a snapshot replaced the log: wait for the Ready
@@ -492,7 +498,7 @@ class RaftDriver:
         core = self.core
         if self.applied == core.applied:
             return core.applied_snapshot_meta()
-        # We applied past the core's view (apply_early). The membership in
+        # We applied past the core's view (_apply_early). The membership in
         # force is the core's unless a change sits in between: then wait.
         between = core.log.slice(core.applied + 1, self.applied)
         if any(entry.kind != _NORMAL for entry in between):

@@ -230,11 +230,7 @@ class NativeEngine(Engine):
             )
             return
         core.step(message)
-        if core.role is Role.LEADER:
-            driver.apply_early()
-            driver.wake()
-        else:
-            driver.process_on_arrival()
+        driver.stepped()
 
     # ------------------------------------------------------------- requests
 
@@ -298,7 +294,7 @@ class NativeEngine(Engine):
             term=core.term,
             leader_id=core.leader_id if not down else None,
             commit_index=core.commit,
-            # The driver may have applied past the core's count (apply_early).
+            # The driver may have applied past the core's count (RaftDriver._apply_early).
             applied_index=max(core.applied, self._driver.applied if self._driver is not None else 0),
             engine=self.name,
             members=members,
