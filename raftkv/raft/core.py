@@ -294,6 +294,18 @@ class RaftCore:
             if me is not None and me.maybe_update(self.log.unstable_from - 1):
                 self._maybe_commit()
 
+    def applied_to(self, index: int) -> None:
+        """The driver applied committed entries up to ``index`` before the
+        Ready that hands them out (etcd's "apply early" on the leader), or
+        a snapshot before ``advance``. ``applied`` is then the one count of
+        what the state machine holds, and later Readys skip those entries."""
+        if index > self.commit:
+            raise ValueError(f"cannot have applied {index}: the commit index is {self.commit}")
+        if index > self.applied:
+            self.applied = index
+        if index > self._handed_applied:
+            self._handed_applied = index
+
     def snapshot_taken(self, meta: SnapshotMeta, data: bytes, retain_entries: int = 0) -> None:
         """The driver snapshotted the state machine at ``meta.index`` (<= applied).
 
