@@ -40,7 +40,7 @@ from raftkv.raft.types import ConfState, Entry, HardState, SnapshotMeta
 from raftkv.storage import HardState as StoredHardState
 from raftkv.storage import LogRecord, RecoveredLog
 from raftkv.transport.framing import encode_frame, encode_hello
-from tests.http import call
+from tests.http import Response, call
 
 T = TypeVar("T")
 
@@ -211,7 +211,7 @@ def test_proposal_book_matches_results_and_detects_overwritten_entries() -> None
         assert book.applied(11, None, None) == seqs[1]
         # Entries from other nodes and from before a restart have no waiter.
         assert book.applied(12, 999, "x") is None
-        book.expire(seqs[2], OutcomeUnknownError("late"))
+        book.expire(seqs[2], OutcomeUnknownError("late"), NoLeaderError("never sent"))
         with pytest.raises(OutcomeUnknownError):
             c.result()
         assert book.applied(13, seqs[2], "too late") is None
@@ -220,6 +220,66 @@ def test_proposal_book_matches_results_and_detects_overwritten_entries() -> None
         with pytest.raises(NoLeaderError):
             b.result()
         assert len(book) == 0
+
+    run(scenario())
+
+
+def test_proposal_book_tells_queued_from_forwarded_proposals() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        book = ProposalBook(origin_prefix(b"me"))
+        sent, held, late = (loop.create_future() for _ in range(3))
+        s1 = book.add(b"a", sent)
+        data, seqs = book.take_queued()
+        book.forwarded(seqs, "n1", 3)
+        assert book.forwarded_to == ("n1", 3)
+        s2 = book.add(b"b", held)
+        # A timeout of a queued proposal: certainly not submitted.
+        book.expire(s2, OutcomeUnknownError("?"), NoLeaderError("never left"))
+        with pytest.raises(NoLeaderError):
+            held.result()
+        assert not book.has_queued
+        # The leader it was forwarded to went away: the outcome is unknown.
+        book.fail_forwarded(OutcomeUnknownError("leader gone"))
+        with pytest.raises(OutcomeUnknownError):
+            sent.result()
+        assert book.forwarded_to is None and len(book) == 0
+        # A refused batch waits again; only proposals old enough fail.
+        book.add(b"c", late)
+        data, seqs = book.take_queued()
+        book.tick()
+        book.requeue(data, seqs)
+        assert book.has_queued
+        book.tick()
+        book.fail_queued_older_than(2, NoLeaderError("no leader"))
+        assert not late.done()
+        book.tick()
+        book.fail_queued_older_than(2, NoLeaderError("no leader"))
+        with pytest.raises(NoLeaderError):
+            late.result()
+        assert not book.has_queued and len(book) == 0
+        assert s1 != s2
+
+    run(scenario())
+
+
+def test_read_book_requeues_rounds_without_a_leader_and_fails_old_ones() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        book = ReadBook()
+        first, second = loop.create_future(), loop.create_future()
+        book.add(first)
+        ctx = book.start_round()
+        assert ctx is not None and not book.is_queued(first)
+        book.requeue_round(ctx)
+        assert book.in_flight == [] and book.is_queued(first)
+        book.tick()
+        book.add(second)
+        book.tick()
+        book.fail_queued_older_than(2, NoLeaderError("none"))
+        with pytest.raises(NoLeaderError):
+            first.result()
+        assert not second.done() and book.is_queued(second)
 
     run(scenario())
 
@@ -491,23 +551,48 @@ def test_leadership_transfer_from_the_leader_and_from_a_follower(tmp_path: Path)
     with_cluster(tmp_path, body)
 
 
-def test_without_a_leader_requests_fail_fast_with_no_leader(tmp_path: Path) -> None:
+def test_without_a_leader_requests_wait_for_one_then_answer_no_leader(tmp_path: Path) -> None:
     async def body(c: Cluster) -> None:
         await c.start("n1")  # one node of three can never elect itself
         engine = c.engines["n1"]
         await asyncio.sleep(0.3)
         assert engine.status().leader_id is None
+        wait_s = FAST.leaderless_wait_ticks * FAST.tick_ms / 1000
+        started = time.monotonic()
+        outcomes = await asyncio.gather(
+            engine.propose(put("a", "1"), 5), engine.read_fence(5), return_exceptions=True
+        )
+        waited = time.monotonic() - started
+        assert all(isinstance(o, NoLeaderError) for o in outcomes), outcomes
+        # Waited for an election about as long as the bound, far less than the timeout.
+        assert wait_s * 0.9 <= waited < wait_s + 1.0, waited
+        # A timeout shorter than the bound: still "not submitted".
+        with pytest.raises(NoLeaderError, match="not submitted"):
+            await engine.propose(put("b", "1"), 0.05)
         started = time.monotonic()
         with pytest.raises(NoLeaderError):
-            await engine.propose(put("a", "1"), 5)
-        with pytest.raises(NoLeaderError):
-            await engine.read_fence(5)
-        with pytest.raises(NoLeaderError):
             await engine.transfer_leadership("n2", 5)
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 0.1
         assert c.machines["n1"].get("a") is None
 
     with_cluster(tmp_path, body)
+
+
+def test_a_write_that_waits_for_a_leader_goes_through_once_one_is_elected(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.start("n1")
+        engine = c.engines["n1"]
+        writing = asyncio.ensure_future(engine.propose(put("a", "1"), 5))
+        reading = asyncio.ensure_future(engine.read_fence(5))
+        await asyncio.sleep(0.1)
+        assert not writing.done() and not reading.done()
+        await c.start("n2")  # now a quorum can elect a leader
+        result = await writing
+        await reading
+        assert result["ok"] and c.machines["n1"].get("a")["value"] == b"1"
+
+    # A long enough wait that the second node's start-up fits in it.
+    with_cluster(tmp_path, body, NativeOptions(tick_ms=20, election_ticks=5, no_leader_wait_ticks=150))
 
 
 def test_lost_quorum_times_out_with_outcome_unknown_then_no_leader(tmp_path: Path) -> None:
@@ -721,3 +806,41 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path, monkeypatch: pytest.
         stored = {kv["key"] for kv in call("GET", f"{url}/v1/kv?prefix=w").json()["kvs"]}
         missing = [k for k in acked if k not in stored]
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged writes lost: {missing[:5]}; logs in {tmp_path}"
+
+
+def test_kill_9_of_the_leader_answers_a_write_through_a_follower_promptly(tmp_path: Path) -> None:
+    # Default timing (50 ms ticks, 300-600 ms election timeouts), a 5 s request timeout.
+    with LocalCluster(tmp_path, engine="native") as c:
+        leader = c.wait_ready()
+        follower = next(n for n in c.nodes if n.node_id != leader)
+        assert call("PUT", f"{follower.url}/v1/kv/warm", b"up", timeout=10).status == 200
+        # A write in flight when the leader dies: the leader is frozen first, so
+        # the follower's forward reaches it and stays unanswered.
+        c.pause(leader)
+        answers: list[tuple[float, object]] = []
+
+        def write(key: str) -> None:
+            started = time.monotonic()
+            try:
+                answers.append((time.monotonic() - started, call("PUT", f"{follower.url}/v1/kv/{key}?timeout=5", b"v")))
+            except OSError as exc:
+                answers.append((time.monotonic() - started, exc))
+
+        in_flight = threading.Thread(target=write, args=("in-flight",))
+        in_flight.start()
+        time.sleep(0.15)  # under the 300 ms minimum election timeout: no election yet
+        killed_at = time.monotonic()
+        c.kill(leader)
+        in_flight.join(10)
+        elapsed, answer = answers[0]
+        assert isinstance(answer, Response), answer
+        # It may have reached the dead leader: outcome unknown, at once, not after 5 s.
+        assert answer.status == 504 and answer.error_code == "outcome_unknown", answer
+        assert answer.headers.get("retry-after") == "0"
+        assert time.monotonic() - killed_at < 1.0, elapsed
+        # A retry at once waits on the follower for the new leader, then succeeds.
+        retry_started = time.monotonic()
+        retry = call("PUT", f"{follower.url}/v1/kv/in-flight?timeout=5", b"v")
+        assert retry.status == 200, retry.body
+        assert time.monotonic() - retry_started < 2.0
+        assert time.monotonic() - killed_at < 2.5

@@ -288,11 +288,14 @@ class HttpApi:
         except (NoLeaderError, EngineStoppedError) as exc:
             raise no_leader(f"no leader or no quorum, the write was not applied: {exc}") from None
         except OutcomeUnknownError as exc:
+            # Retry-After: 0: the native engine holds a write until it knows a
+            # usable leader, so retrying at once is never too soon.
             raise ApiError(
                 504,
                 "outcome_unknown",
                 f"{exc}. The write may or may not have been applied; retry with the same "
                 "Idempotency-Key to apply it at most once, or read the key to find out",
+                headers={"Retry-After": "0"},
             ) from None
         if not result["ok"]:
             error = result["error"]

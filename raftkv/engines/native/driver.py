@@ -16,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, cast
 
 from raftkv.engine import StateMachine
 from raftkv.engines.native.entry_codec import EntryFormatError, unframe
 from raftkv.engines.native.recovery import snapshot_meta_to_json
 from raftkv.engines.native.requests import ProposalBook, ReadBook
-from raftkv.errors import EngineStoppedError, NoLeaderError
+from raftkv.errors import EngineStoppedError, NoLeaderError, OutcomeUnknownError
 from raftkv.raft.codec import encode_message
 from raftkv.raft.core import RaftCore
 from raftkv.raft.messages import Message, MsgType
@@ -34,6 +34,8 @@ from raftkv.storage import WAL, LogRecord, SnapshotStore
 log = logging.getLogger(__name__)
 
 SendMessage = Callable[[str, bytes], None]
+# Whether our connection to a peer is up (TcpTransport.stats()' "connected").
+PeerConnected = Callable[[str], bool]
 _NORMAL = EntryKind.NORMAL
 _LEADER = Role.LEADER
 _APP = MsgType.APP
@@ -46,6 +48,10 @@ _ENTRY_OVERHEAD = 32
 # after the follower's answer (bounded so a catching-up follower's transport
 # queue is not flooded past its byte limit, which would drop the first parts).
 MAX_APPEND_PARTS = 4
+
+
+def _always_connected(peer: str) -> bool:
+    return True
 
 
 def split_append(m: Message, max_bytes: int, max_parts: int) -> list[Message]:
@@ -91,6 +97,10 @@ class RaftDriver:
         snapshot_index: int,
         stale_after: int | None,
         max_message_bytes: int = 8 << 20,
+        wal_executor: Executor | None = None,
+        snapshot_executor: Executor | None = None,
+        peer_connected: PeerConnected | None = None,
+        leaderless_wait_ticks: int = 24,
     ) -> None:
         self.core = core
         self.wal = wal
@@ -107,8 +117,16 @@ class RaftDriver:
         self._wake = asyncio.Event()
         self._stopping = False
         self.failure: BaseException | None = None
-        self.applied = core.applied
         self.snapshot_index = snapshot_index
+        self._peer_connected = peer_connected if peer_connected is not None else _always_connected
+        # Proposals and reads wait in their books while no leader is usable
+        # (none known, or our connection to it is down), and fail as not
+        # submitted once they and the leaderless spell are this many ticks old.
+        self.leaderless_wait_ticks = leaderless_wait_ticks
+        self._leaderless_ticks = 0
+        self._seen_leader: str | None = core.leader_id
+        self._seen_term = core.term
+        self._leader_usable = self._usable(core.leader_id)
         # See recovery.Recovery.stale_after: WAL compaction waits until the
         # next append has overwritten these entries.
         self._stale_after = stale_after
@@ -118,20 +136,95 @@ class RaftDriver:
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_saved: Snapshot | None = None
         # One thread each: WAL writes stay ordered, and a slow snapshot
-        # write never holds up the WAL's fsync.
-        self._wal_thread = ThreadPoolExecutor(1, thread_name_prefix=f"wal-{core.id}")
-        self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix=f"snapshot-{core.id}")
+        # write never holds up the WAL's fsync. The simulator (raftsim)
+        # passes its own executors, which run the calls on its virtual clock.
+        self._wal_thread = wal_executor or ThreadPoolExecutor(1, thread_name_prefix=f"wal-{core.id}")
+        self._snapshot_thread = snapshot_executor or ThreadPoolExecutor(1, thread_name_prefix=f"snapshot-{core.id}")
         self.readies = 0
         self.syncs = 0
+
+    @property
+    def applied(self) -> int:
+        """The index the state machine has applied (the core keeps the count)."""
+        return self.core.applied
 
     def wake(self) -> None:
         self._wake.set()
 
+    # The engine reaches the core only through the next three methods (and
+    # reads its attributes), so the driver sees every change of leader.
+
+    def step_message(self, m: Message) -> None:
+        """Step a decoded peer message into the core, then act on it."""
+        core = self.core
+        core.step(m)
+        if core.term != self._seen_term or core.leader_id != self._seen_leader:
+            self._leader_moved()
+        self.stepped()
+
     def tick(self) -> None:
-        """Called by the ticker after core.tick()."""
+        """One tick of logical time (the engine's ticker calls this)."""
+        core = self.core
+        core.tick()
+        if core.term != self._seen_term or core.leader_id != self._seen_leader:
+            self._leader_moved()
+        elif self._leader_usable != self._usable(core.leader_id):
+            self._leader_usable = not self._leader_usable
+            if not self._leader_usable:
+                self._lost_leader(f"the connection to leader {core.leader_id} was lost")
+        self.proposals.tick()
         for ctx in self.reads.tick():
             self._read_index(ctx)
+        if self._leader_usable:
+            self._leaderless_ticks = 0
+        else:
+            self._leaderless_ticks += 1
+            wait = self.leaderless_wait_ticks
+            if self._leaderless_ticks >= wait:
+                why = "no leader" if core.leader_id is None else f"leader {core.leader_id} unreachable"
+                self.proposals.fail_queued_older_than(
+                    wait, NoLeaderError(f"{why} for {wait} ticks; the write was not submitted")
+                )
+                self.reads.fail_queued_older_than(
+                    wait, NoLeaderError(f"{why} for {wait} ticks; the read was not submitted")
+                )
         self._wake.set()
+
+    def transfer_leadership(self, target: str | None) -> None:
+        """Start a leadership transfer (a follower forwards it to the leader)."""
+        self.core.transfer_leadership(target)
+        self._wake.set()
+
+    def _usable(self, leader: str | None) -> bool:
+        """A leader we can hand requests to: ourselves, or a peer we are connected to."""
+        return leader is not None and (leader == self.core.id or self._peer_connected(leader))
+
+    def _leader_moved(self) -> None:
+        """The term or the leader changed: forwarded proposals lost their leader."""
+        core = self.core
+        old_leader, old_term = self._seen_leader, self._seen_term
+        self._seen_leader, self._seen_term = core.leader_id, core.term
+        self._leader_usable = self._usable(core.leader_id)
+        self._lost_leader(f"leader {old_leader} of term {old_term} was replaced (now term {core.term}, leader {core.leader_id})")
+        if self._leader_usable:
+            self._wake.set()  # queued callers go to the new leader
+
+    def _lost_leader(self, why: str) -> None:
+        """Answer the proposals forwarded to a leader that is gone at once.
+
+        They may have reached it (and may yet commit under a new leader),
+        so the outcome is unknown; the caller retries (with its idempotency
+        key), and the retry waits here for the next leader. Proposals still
+        queued never left this node and go to the next leader instead.
+        """
+        to = self.proposals.forwarded_to
+        if to is None:
+            return
+        self.proposals.fail_forwarded(
+            OutcomeUnknownError(
+                f"{why} while this write, forwarded to {to[0]}, was unanswered; it may or may not have been applied"
+            )
+        )
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -184,6 +277,10 @@ class RaftDriver:
     # ------------------------------------------------------------ requests
 
     def _submit_requests(self) -> None:
+        """Hand queued callers to the core, unless no leader is usable: then
+        they wait (see tick) for one, having never left this node."""
+        if not self._leader_usable:
+            return
         core = self.core
         proposals = self.proposals
         if proposals.has_queued:
@@ -192,11 +289,16 @@ class RaftDriver:
             first_index = core.log.last_index() + 1
             try:
                 core.propose_batch(data)
-            except ProposalDropped as exc:
-                proposals.fail(seqs, NoLeaderError(f"not submitted: {exc}"))
+            except ProposalDropped:
+                # A leadership transfer is under way: nothing left this node.
+                proposals.requeue(data, seqs)
             else:
                 if leading:
                     proposals.placed_at(seqs, first_index)
+                else:
+                    leader = core.leader_id
+                    assert leader is not None
+                    proposals.forwarded(seqs, leader, core.term)
         reads = self.reads
         if reads.has_queued:
             ctx = reads.start_round()
@@ -204,10 +306,13 @@ class RaftDriver:
                 self._read_index(ctx)
 
     def _read_index(self, ctx: bytes) -> None:
+        if not self._leader_usable:
+            self.reads.requeue_round(ctx)
+            return
         try:
             self.core.read_index(ctx)
-        except ProposalDropped as exc:
-            self.reads.fail_round(ctx, NoLeaderError(f"read not submitted: {exc}"))
+        except ProposalDropped:
+            self.reads.requeue_round(ctx)
 
     # ---------------------------------------------------------------- Ready
 
@@ -342,7 +447,10 @@ class RaftDriver:
             self.reads.confirmed(read_state.ctx, read_state.index, self.applied)
 
     def _settle(self, rd: Ready) -> None:
-        self.core.advance(rd)
+        core = self.core
+        core.advance(rd)
+        if core.term != self._seen_term or core.leader_id != self._seen_leader:
+            self._leader_moved()  # e.g. a leader whose removal committed in ready()
         self.reads.applied(self.applied)
         if rd.soft_state is not None:
             self._leader_changed(rd.soft_state)
@@ -380,7 +488,10 @@ class RaftDriver:
         return await asyncio.get_running_loop().run_in_executor(self._wal_thread, fn, *args)
 
     def stepped(self) -> None:
-        """A peer message was stepped into the core: act on it now or wake the loop."""
+        """A peer message was stepped into the core: act on it now or wake the loop.
+
+        Also for a simulator that steps the core itself; the engine calls
+        step_message, which notices a change of leader first."""
         if self.core.role is _LEADER:
             self._apply_early()
             self._wake.set()
@@ -402,10 +513,11 @@ class RaftDriver:
         """
         core = self.core
         commit = core.commit
-        if commit <= self.applied or core.log.offset > self.applied:
+        applied = core.applied
+        if commit <= applied or core.log.offset > applied:
             return  # nothing new, or a snapshot replaced the log: wait for the Ready
-        self._apply_entries(core.log.slice(self.applied + 1, commit))
-        self.reads.applied(self.applied)
+        self._apply_entries(core.log.slice(applied + 1, commit))
+        self.reads.applied(core.applied)
 
     def _apply_entries(self, entries: list[Entry]) -> None:
         machine_apply = self.machine.apply
@@ -413,7 +525,7 @@ class RaftDriver:
         seq_end = self._seq_end
         proposals = self.proposals
         overwritten: list[int] = []
-        applied = self.applied
+        applied = start = self.core.applied
         for entry in entries:
             index = entry.index
             if index <= applied:
@@ -438,7 +550,9 @@ class RaftDriver:
                     lost = proposals.applied(index, None, None)
             if lost is not None:
                 overwritten.append(lost)
-        self.applied = applied
+        if applied != start:
+            # Before advance(): the core learns what is applied as it happens.
+            self.core.applied_to(applied)
         if overwritten:
             proposals.fail(
                 overwritten,
@@ -477,35 +591,19 @@ class RaftDriver:
 
     def _apply_snapshot(self, snapshot: Snapshot) -> None:
         self.machine.restore(snapshot.data)
-        self.applied = snapshot.meta.index
+        self.core.applied_to(snapshot.meta.index)
         self.proposals.forget_through(snapshot.meta.index)
         log.info("node %s: installed a snapshot at index %d from the leader", self.core.id, snapshot.meta.index)
 
     def _maybe_snapshot(self) -> None:
         if self._snapshot_task is not None or self.applied - self.snapshot_index < self.snapshot_every:
             return
-        meta = self._applied_meta()
-        if meta is None:
-            return
+        meta = self.core.applied_snapshot_meta()
         # Taken synchronously, so the state machine is exactly at meta.index.
         snapshot = Snapshot(meta, self.machine.snapshot())
         self._snapshot_task = asyncio.create_task(
             self._save_own_snapshot(snapshot), name=f"snapshot {self.core.id}@{meta.index}"
         )
-
-    def _applied_meta(self) -> SnapshotMeta | None:
-        """Snapshot metadata for the state machine as it stands now."""
-        core = self.core
-        if self.applied == core.applied:
-            return core.applied_snapshot_meta()
-        # We applied past the core's view (_apply_early). The membership in
-        # force is the core's unless a change sits in between: then wait.
-        between = core.log.slice(core.applied + 1, self.applied)
-        if any(entry.kind != _NORMAL for entry in between):
-            return None
-        term = core.log.term(self.applied)
-        assert term is not None
-        return SnapshotMeta(self.applied, term, core.conf_state())
 
     async def _save_own_snapshot(self, snapshot: Snapshot) -> None:
         meta = snapshot.meta

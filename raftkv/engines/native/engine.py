@@ -56,6 +56,17 @@ class NativeOptions:
     # Appends above this are cut into parts; the transport refuses frames
     # over twice this, and snapshots travel in chunks of at most half of it.
     max_message_bytes: int = 8 << 20
+    # A write or linearizable read that finds no usable leader waits this
+    # many ticks for one before answering no_leader; None: twice the longest
+    # randomized election timeout (2 * 2 * election_ticks), i.e. an election
+    # and one split-vote retry.
+    no_leader_wait_ticks: int | None = None
+
+    @property
+    def leaderless_wait_ticks(self) -> int:
+        if self.no_leader_wait_ticks is not None:
+            return self.no_leader_wait_ticks
+        return 4 * self.election_ticks
 
     def __post_init__(self) -> None:
         if self.tick_ms < 1:
@@ -163,6 +174,8 @@ class NativeEngine(Engine):
             snapshot_index=snapshot_meta.index if snapshot_meta is not None else 0,
             stale_after=recovery.stale_after,
             max_message_bytes=options.max_message_bytes,
+            peer_connected=lambda peer: _connected(transport, peer),
+            leaderless_wait_ticks=options.leaderless_wait_ticks,
         )
         try:
             await transport.start()
@@ -172,7 +185,7 @@ class NativeEngine(Engine):
         self._core, self._driver, self._transport, self._wal = core, driver, transport, wal
         self._tasks = [
             asyncio.create_task(self._run_driver(driver), name=f"raft driver {self._id}"),
-            asyncio.create_task(self._tick(core, driver), name=f"raft ticker {self._id}"),
+            asyncio.create_task(self._tick(driver), name=f"raft ticker {self._id}"),
         ]
         log.info(
             "node %s: native engine started at term %d, log %d..%d, snapshot %s",
@@ -206,13 +219,12 @@ class NativeEngine(Engine):
             if self._transport is not None:
                 await self._transport.stop()
 
-    async def _tick(self, core: RaftCore, driver: RaftDriver) -> None:
+    async def _tick(self, driver: RaftDriver) -> None:
         interval = self.options.tick_ms / 1000
         # One tick per sleep, never a burst to "catch up": a loop that was
         # stalled must not count the stall as silence from the leader.
         while True:
             await asyncio.sleep(interval)
-            core.tick()
             driver.tick()
 
     def _on_peer_message(self, sender: str, payload: bytes) -> None:
@@ -229,8 +241,7 @@ class NativeEngine(Engine):
                 "node %s: dropping a message from %s addressed %s -> %s", self._id, sender, message.frm, message.to
             )
             return
-        core.step(message)
-        driver.stepped()
+        driver.step_message(message)
 
     # ------------------------------------------------------------- requests
 
@@ -243,9 +254,9 @@ class NativeEngine(Engine):
         return core, driver
 
     async def propose(self, command: bytes, timeout: float) -> Any:
-        core, driver = self._running()
-        if core.leader_id is None:
-            raise NoLeaderError("no leader is known; nothing was submitted")
+        # Without a usable leader the proposal waits in the book for one (the
+        # driver fails it as not submitted after options.leaderless_wait_ticks).
+        _core, driver = self._running()
         proposals = self._proposals
         assert proposals is not None
         loop = asyncio.get_running_loop()
@@ -259,14 +270,12 @@ class NativeEngine(Engine):
             timer.cancel()
 
     async def read_fence(self, timeout: float) -> None:
-        core, driver = self._running()
-        if core.leader_id is None:
-            raise NoLeaderError("no leader is known; the read was not submitted")
+        _core, driver = self._running()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._reads.add(future)
         driver.wake()
-        timer = loop.call_later(timeout, _expire_read, future, timeout)
+        timer = loop.call_later(timeout, _expire_read, self._reads, future, timeout)
         try:
             await future
         finally:
@@ -294,8 +303,7 @@ class NativeEngine(Engine):
             term=core.term,
             leader_id=core.leader_id if not down else None,
             commit_index=core.commit,
-            # The driver may have applied past the core's count (RaftDriver._apply_early).
-            applied_index=max(core.applied, self._driver.applied if self._driver is not None else 0),
+            applied_index=core.applied,
             engine=self.name,
             members=members,
         )
@@ -311,12 +319,11 @@ class NativeEngine(Engine):
             return
         try:
             # On a follower the core forwards the request to the leader.
-            core.transfer_leadership(target_id)
+            driver.transfer_leadership(target_id)
         except ProposalDropped as exc:
             raise NoLeaderError(str(exc)) from None
         except ValueError as exc:
             raise NotLeaderError(f"cannot transfer leadership: {exc}", old_leader) from None
-        driver.wake()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -338,10 +345,23 @@ class NativeEngine(Engine):
 def _expire_proposal(proposals: ProposalBook, seq: int, timeout: float) -> None:
     proposals.expire(
         seq,
-        OutcomeUnknownError(f"no result within {timeout:g}s; the write may or may not have been applied"),
+        submitted=OutcomeUnknownError(
+            f"no result within {timeout:g}s; the write may or may not have been applied"
+        ),
+        not_submitted=NoLeaderError(f"no leader was usable within {timeout:g}s; the write was not submitted"),
     )
 
 
-def _expire_read(future: asyncio.Future[None], timeout: float) -> None:
-    if not future.done():
+def _expire_read(reads: ReadBook, future: asyncio.Future[None], timeout: float) -> None:
+    if future.done():
+        return
+    if reads.is_queued(future):
+        future.set_exception(NoLeaderError(f"no leader was usable within {timeout:g}s; the read was not submitted"))
+    else:
         future.set_exception(ReadTimeoutError(f"could not confirm the read with a quorum within {timeout:g}s"))
+
+
+def _connected(transport: TcpTransport, peer: str) -> bool:
+    """Whether our outbound connection to ``peer`` is up (a forward can reach it)."""
+    link = transport.stats().get(peer)
+    return link is not None and bool(link["connected"])
