@@ -66,6 +66,15 @@ def test_kill_drill_three_rounds(tmp_path: Path) -> None:
         assert 0 < r["leader_s"] < 20 and 0 < r["write_stall_s"] < 20
     assert saved["write_stall_s"]["worst"] >= saved["write_stall_s"]["median"]
     assert (tmp_path / "logs" / "n1.log").exists()
+    # The patient client (one write at a time to a follower) got through
+    # after every kill, well within its 5 s request timeout.
+    patient = saved["patient_client"]
+    assert "patient client" in result.stdout
+    assert [r["round"] for r in patient["rounds"]] == [1, 2, 3]
+    for r, p in zip(saved["rounds"], patient["rounds"]):
+        assert p["node"] != r["old_leader"]
+        assert 0 < p["stall_s"] < 3, patient
+    assert patient["acknowledged_writes"] > 10
 
 
 @pytest.mark.timeout(60)
