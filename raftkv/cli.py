@@ -31,7 +31,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         epilog=(
             "example: raftkv serve --id n1 --data-dir data/n1 --listen 127.0.0.1:7001 "
             "--peer-listen 127.0.0.1:7101 "
-            "--peers n1=127.0.0.1:7101,n2=127.0.0.1:7102,n3=127.0.0.1:7103"
+            "--peers n1=127.0.0.1:7101,n2=127.0.0.1:7102,n3=127.0.0.1:7103. "
+            "Exit status 1: the data dir is corrupt or in use by another process (one line "
+            "on stderr says which file; docs/operations.md says how to recover)."
         ),
     )
     p.add_argument("--id", default=_env("ID"), help="this node's id, e.g. n1 (RAFTKV_ID)")
@@ -91,6 +93,10 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     )
 
 
+# `raftkv serve` could not use its data dir: corrupt, or locked by another process.
+EXIT_STORAGE = 1
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
@@ -101,8 +107,28 @@ def _run_serve(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s",
     )
     from raftkv.node import run
+    from raftkv.storage import SnapshotCorruptError, StorageError, WALCorruptError, WALLockedError
 
-    run(config)
+    try:
+        run(config)
+    except (WALCorruptError, SnapshotCorruptError) as exc:
+        # One line, no traceback: the operator needs the file, the offset and what to do.
+        print(
+            f"raftkv serve: node {config.node_id} refuses to start, its data is corrupt: {exc}. "
+            'See docs/operations.md "Recovering a node whose data is corrupt".',
+            file=sys.stderr,
+        )
+        return EXIT_STORAGE
+    except WALLockedError as exc:
+        print(f"raftkv serve: node {config.node_id} cannot start: {exc}", file=sys.stderr)
+        return EXIT_STORAGE
+    except StorageError as exc:  # the WAL and the snapshots do not fit together (RecoveryError)
+        print(
+            f"raftkv serve: node {config.node_id} refuses to start: {exc}. "
+            'See docs/operations.md "Recovering a node whose data is corrupt".',
+            file=sys.stderr,
+        )
+        return EXIT_STORAGE
     return 0
 
 

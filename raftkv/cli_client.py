@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import urllib.request
 from collections.abc import Callable
 from typing import Any, BinaryIO, TextIO
 
@@ -284,10 +285,29 @@ def _cmd_status(args: argparse.Namespace, client: Client) -> int:
         statuses = client.status_all()
         rows = [list(STATUS_COLUMNS)] + [_status_row(e, s) for e, s in statuses.items()]
         print(format_table(rows))
+        _print_failures([s for s in statuses.values() if isinstance(s, NodeStatus)], args.timeout)
         return EXIT_OK if any(isinstance(s, NodeStatus) for s in statuses.values()) else EXIT_UNAVAILABLE
     status = client.status()
     print(format_table([list(STATUS_COLUMNS), _status_row(status.endpoint, status)]))
+    _print_failures([status], args.timeout)
     return EXIT_OK
+
+
+def _print_failures(statuses: list[NodeStatus], timeout: float) -> None:
+    """Below the table, why each node whose engine failed (role "failed") stopped.
+
+    The client's NodeStatus does not carry the reason, so it is read from
+    the node's /v1/status ("failure") directly.
+    """
+    for status in statuses:
+        if status.role != "failed":
+            continue
+        try:
+            with urllib.request.urlopen(f"{status.endpoint.rstrip('/')}/v1/status", timeout=timeout) as response:
+                failure = orjson.loads(response.read()).get("failure")
+        except (OSError, ValueError):
+            failure = None
+        print(f"{status.node_id}: the engine failed: {failure or 'see the node log'}; restart the node once the cause is fixed")
 
 
 def _cmd_transfer(args: argparse.Namespace, client: Client) -> int:

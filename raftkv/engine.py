@@ -46,13 +46,22 @@ class Member:
 @dataclass(frozen=True)
 class EngineStatus:
     node_id: str
-    role: str  # "leader", "follower", "candidate", "learner" or "unknown"
+    role: str  # "leader", "follower", "candidate", "learner", "failed" or "unknown"
     term: int
     leader_id: str | None
     commit_index: int
     applied_index: int
     engine: str
     members: list[Member] = field(default_factory=list)
+    # Why the engine stopped working for good (e.g. "OSError: [Errno 28] No
+    # space left on device"); the node serves nothing until restarted.
+    failure: str | None = None
+    # Why this node should not get client traffic (/readyz); None: ready.
+    not_ready_reason: str | None = "the engine did not say it is ready"
+
+    @property
+    def ready(self) -> bool:
+        return self.not_ready_reason is None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +76,9 @@ class EngineStatus:
                 {"id": m.id, "peer_addr": m.peer_addr, "voter": m.voter}
                 for m in self.members
             ],
+            "failure": self.failure,
+            "ready": self.ready,
+            "not_ready_reason": self.not_ready_reason,
         }
 
 
@@ -94,9 +106,16 @@ class Engine(abc.ABC):
     async def read_fence(self, timeout: float) -> None:
         """Wait until local state includes every write committed before now."""
 
+    @property
+    def failure(self) -> str | None:
+        """Why the engine stopped working for good (``status().failure``);
+        None while it works. Cheaper than ``status()``: read per request."""
+        return None
+
     @abc.abstractmethod
     def status(self) -> EngineStatus:
-        """A cheap, non-blocking snapshot of this node's view of the cluster."""
+        """A cheap, non-blocking snapshot of this node's view of the cluster,
+        with its readiness for client traffic and any engine failure."""
 
     @abc.abstractmethod
     async def transfer_leadership(self, target_id: str | None, timeout: float) -> None:

@@ -692,7 +692,11 @@ def test_a_storage_failure_stops_the_node_and_fails_its_callers(tmp_path: Path) 
         engine._wal.close()  # every later write to it fails, as after a failed fsync
         with pytest.raises(EngineStoppedError, match="failed"):
             await engine.propose(put("a", "1"), 5)
-        assert engine.status().role == "unknown"
+        status = engine.status()
+        assert status.role == "failed" and status.leader_id is None
+        assert status.failure is not None and "WALClosedError" in status.failure
+        assert engine.failure == status.failure
+        assert not status.ready and status.not_ready_reason is not None and "failed" in status.not_ready_reason
         with pytest.raises(EngineStoppedError):
             await engine.read_fence(1)
         # The rest of the cluster carries on without the silent node.
@@ -721,7 +725,7 @@ def test_a_follower_storage_failure_on_arrival_stops_that_follower(tmp_path: Pat
         engine._wal.close()
         assert (await c.engines[leader].propose(put("a", "1"), 5))["ok"]  # the other follower acks
         deadline = time.monotonic() + 5
-        while engine.status().role != "unknown":
+        while engine.status().role != "failed":
             assert time.monotonic() < deadline, engine.status()
             await asyncio.sleep(0.01)
         with pytest.raises(EngineStoppedError, match="failed"):

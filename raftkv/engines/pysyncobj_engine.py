@@ -179,11 +179,19 @@ class PySyncObjEngine(Engine):
                 f"could not confirm the read with a quorum within {timeout:g}s"
             ) from None
 
+    @property
+    def failure(self) -> str | None:
+        sync = self._sync
+        return None if sync is None else _tick_thread_failure(sync)
+
     def status(self) -> EngineStatus:
         sync = self._sync
         members = [Member(id=nid, peer_addr=addr) for nid, addr in self._peers.items()]
         if sync is None:
-            return EngineStatus(self._node_id, "unknown", 0, None, 0, 0, self.name, members)
+            return EngineStatus(
+                self._node_id, "unknown", 0, None, 0, 0, self.name, members,
+                not_ready_reason="the engine is not running",
+            )
         leader = sync._getLeader()
         leader_id = self._id_by_addr.get(leader.id if leader is not None else "")
         if leader_id == self._node_id:
@@ -192,15 +200,26 @@ class PySyncObjEngine(Engine):
             role = "follower"
         else:
             role = "candidate"
+        commit, applied = sync.raftCommitIndex, sync.raftLastApplied
+        failure = _tick_thread_failure(sync)
+        not_ready: str | None = None
+        if failure is not None:
+            role, leader_id, not_ready = "failed", None, f"the engine failed: {failure}"
+        elif leader_id is None:
+            not_ready = "no leader is known"
+        elif applied < commit:
+            not_ready = f"catching up: applied {applied} of {commit}"
         return EngineStatus(
             node_id=self._node_id,
             role=role,
             term=sync.raftCurrentTerm,
             leader_id=leader_id,
-            commit_index=sync.raftCommitIndex,
-            applied_index=sync.raftLastApplied,
+            commit_index=commit,
+            applied_index=applied,
             engine=self.name,
             members=members,
+            failure=failure,
+            not_ready_reason=not_ready,
         )
 
     async def transfer_leadership(self, target_id: str | None, timeout: float) -> None:
@@ -278,3 +297,12 @@ def _reason(error: int) -> str:
             return name.lower()
     return str(error)
 
+
+def _tick_thread_failure(sync: SyncObj) -> str | None:
+    """PySyncObj logs and retries a failing tick forever; the one failure it
+    cannot get over is its tick thread ending (e.g. its transport could not
+    start), after which the node does nothing. It has no public accessor."""
+    thread = getattr(sync, "_SyncObj__thread", None)
+    if thread is None or thread.is_alive():
+        return None
+    return "PySyncObj's tick thread has ended; see the node's log"

@@ -184,6 +184,9 @@ class HttpApi:
     async def _read_fence(self, query: dict[str, str]) -> None:
         consistency = query.get("consistency", "linearizable")
         if consistency == "serializable":
+            # The local replica of a failed engine stopped at some point of
+            # the past and will never move on: do not serve it.
+            _raise_if_engine_failed(self.engine.failure)
             return
         if consistency != "linearizable":
             raise ApiError(
@@ -360,24 +363,30 @@ class HttpApi:
 
     async def healthz(self, request: web.BaseRequest) -> web.Response:
         self._timeout(_query(request, {"timeout"}))
+        _raise_if_engine_failed(self.engine.failure)
         return json_response({"status": "ok"})
 
     async def readyz(self, request: web.BaseRequest) -> web.Response:
         self._timeout(_query(request, {"timeout"}))
         status = self.engine.status()
-        if status.leader_id is None:
-            raise ApiError(503, "not_ready", "no leader is known", headers={"Retry-After": "1"})
-        if status.applied_index < status.commit_index:
-            raise ApiError(
-                503,
-                "not_ready",
-                f"catching up: applied {status.applied_index} of {status.commit_index}",
-                headers={"Retry-After": "1"},
-            )
+        _raise_if_engine_failed(status.failure)
+        if status.not_ready_reason is not None:
+            raise ApiError(503, "not_ready", status.not_ready_reason, headers={"Retry-After": "1"})
         return json_response(
             {"status": "ready", "role": status.role, "leader_id": status.leader_id}
         )
 
+
+
+def _raise_if_engine_failed(failure: str | None) -> None:
+    if failure is not None:
+        # No Retry-After: this node stays failed until an operator restarts it.
+        raise ApiError(
+            503,
+            "engine_failed",
+            f"the engine failed: {failure}; this node serves nothing until it is "
+            "restarted (fix the cause first), use another node",
+        )
 
 
 # -- request parsing helpers ----------------------------------------------

@@ -31,6 +31,7 @@ from raftkv.raft.codec import CodecError, decode_message
 from raftkv.raft.core import RaftCore
 from raftkv.raft.types import ProposalDropped, RaftConfig, Role
 from raftkv.storage import WAL, SnapshotStore
+from raftkv.transport.errors import PeerProtocolError
 from raftkv.transport.tcp import TcpTransport
 
 log = logging.getLogger(__name__)
@@ -231,16 +232,16 @@ class NativeEngine(Engine):
         core, driver = self._core, self._driver
         if core is None or driver is None or self._stopped or self._failed:
             return
+        # A refused message never reaches the core; raising PeerProtocolError
+        # makes the transport close the connection it came on (and log once).
+        if sender not in self.config.peers and sender not in core.voters and sender not in core.learners:
+            raise PeerProtocolError(f"{sender!r} is not a member of this cluster")
         try:
             message = decode_message(payload)
         except CodecError as exc:
-            log.warning("node %s: dropping an undecodable message from %s: %s", self._id, sender, exc)
-            return
+            raise PeerProtocolError(f"malformed message: {exc}") from None
         if message.to != self._id or message.frm != sender:
-            log.warning(
-                "node %s: dropping a message from %s addressed %s -> %s", self._id, sender, message.frm, message.to
-            )
-            return
+            raise PeerProtocolError(f"message addressed {message.frm!r} -> {message.to!r} on {sender!r}'s connection")
         driver.step_message(message)
 
     # ------------------------------------------------------------- requests
@@ -250,7 +251,7 @@ class NativeEngine(Engine):
         if core is None or driver is None or self._stopped:
             raise EngineStoppedError("the engine is not running")
         if self._failed:
-            raise EngineStoppedError(f"the engine failed ({driver.failure!r}); restart the node")
+            raise EngineStoppedError(f"the engine failed ({self.failure}); restart the node")
         return core, driver
 
     async def propose(self, command: bytes, timeout: float) -> Any:
@@ -281,10 +282,22 @@ class NativeEngine(Engine):
         finally:
             timer.cancel()
 
+    @property
+    def failure(self) -> str | None:
+        """What stopped the driver, for status and errors; None while it runs."""
+        driver = self._driver
+        if not self._failed or driver is None:
+            return None
+        exc = driver.failure
+        return "the Raft driver stopped" if exc is None else f"{type(exc).__name__}: {exc}"
+
     def status(self) -> EngineStatus:
         core = self._core
         if core is None:
-            return EngineStatus(self._id, "unknown", 0, None, 0, 0, self.name, list(self._members))
+            return EngineStatus(
+                self._id, "unknown", 0, None, 0, 0, self.name, list(self._members),
+                not_ready_reason="the engine is not running",
+            )
         voters, learners = set(core.voters), set(core.learners)
         addrs = self.config.peers
         members = [
@@ -294,9 +307,15 @@ class NativeEngine(Engine):
         role = _ROLE_NAMES[core.role]
         if self._id in learners:
             role = "learner"
-        down = self._stopped or self._failed
-        if down:
-            role = "unknown"
+        failure = self.failure
+        down = self._stopped or failure is not None
+        not_ready: str | None
+        if failure is not None:
+            role, not_ready = "failed", f"the engine failed: {failure}"
+        elif self._stopped:
+            role, not_ready = "unknown", "the engine is stopped"
+        else:
+            not_ready = _not_ready_reason(core)
         return EngineStatus(
             node_id=self._id,
             role=role,
@@ -306,6 +325,8 @@ class NativeEngine(Engine):
             applied_index=core.applied,
             engine=self.name,
             members=members,
+            failure=failure,
+            not_ready_reason=not_ready,
         )
 
     async def transfer_leadership(self, target_id: str | None, timeout: float) -> None:
@@ -359,6 +380,14 @@ def _expire_read(reads: ReadBook, future: asyncio.Future[None], timeout: float) 
         future.set_exception(NoLeaderError(f"no leader was usable within {timeout:g}s; the read was not submitted"))
     else:
         future.set_exception(ReadTimeoutError(f"could not confirm the read with a quorum within {timeout:g}s"))
+
+
+def _not_ready_reason(core: RaftCore) -> str | None:
+    if core.leader_id is None:
+        return "no leader is known"
+    if core.applied < core.commit:
+        return f"catching up: applied {core.applied} of {core.commit}"
+    return None
 
 
 def _connected(transport: TcpTransport, peer: str) -> bool:
