@@ -1,4 +1,4 @@
-"""Tests for raftkv.kv.json_codec: request parsing (every refusal) and rendering."""
+"""Tests for raftkv.server.json_codec: request parsing (every refusal) and rendering."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from raftkv.kv import commands
-from raftkv.kv.json_codec import (
+from raftkv.server.json_codec import (
     RequestError,
     decode_value,
     kv_to_json,

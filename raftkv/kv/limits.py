@@ -1,6 +1,6 @@
 """Size limits a node enforces on client requests.
 
-They are checked by the server (through :mod:`raftkv.kv.json_codec`) before a
+They are checked by the server (through :mod:`raftkv.server.json_codec`) before a
 command is proposed, never by the state machine: nodes may be configured with
 different limits, and a replicated state machine must not let configuration
 decide whether a committed command applies.

@@ -24,7 +24,7 @@ from raftkv.errors import (
     ReadTimeoutError,
 )
 from raftkv.kv import commands
-from raftkv.kv.json_codec import (
+from raftkv.server.json_codec import (
     RequestError,
     kv_to_json,
     parse_txn,
