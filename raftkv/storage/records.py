@@ -20,6 +20,7 @@ ENTRY_FIXED = struct.Struct(">IBQQB")  # body length, type, index, term, kind
 ENTRY_FIXED_BODY_SIZE = 17  # index, term, kind
 HARD_STATE_FIXED = struct.Struct(">QQB")  # term, commit, has_vote
 U64 = struct.Struct(">Q")
+U64_MAX = 2**64 - 1
 
 # Larger than any entry the server accepts (requests are capped at a few MiB)
 # yet small enough that a damaged length field is recognised at once instead
@@ -63,8 +64,22 @@ def encode_entries(entries: list[LogRecord]) -> tuple[list[bytes], int]:
             append(record)
             total += CRC.size + len(record)
     except (struct.error, TypeError, ValueError) as exc:
-        raise ValueError(f"invalid log record {entries[len(parts) // 2]!r}: {exc}") from exc
+        bad = entries[len(parts) // 2]
+        reason = _u64_problem(("index", bad[0]), ("term", bad[1])) or exc
+        raise ValueError(f"invalid log record {bad!r}: {reason}") from exc
     return parts, total
+
+
+def _u64_problem(*fields: tuple[str, object]) -> str | None:
+    """Which integer field does not fit its unsigned 64-bit slot, if any.
+
+    Only called after packing failed, so the hot path pays nothing; it
+    turns struct's "argument out of range" into a message naming the field.
+    """
+    for name, value in fields:
+        if type(value) is int and not 0 <= value <= U64_MAX:
+            return f"{name} {value} is outside the WAL's range 0..{U64_MAX}"
+    return None
 
 
 def encode_record(rtype: RecordType, body: bytes) -> bytes:
@@ -79,7 +94,8 @@ def encode_hard_state(state: HardState) -> bytes:
     try:
         fixed = HARD_STATE_FIXED.pack(state.term, state.commit, state.vote is not None)
     except (struct.error, TypeError) as exc:
-        raise ValueError(f"invalid hard state {state!r}: {exc}") from exc
+        reason = _u64_problem(("term", state.term), ("commit", state.commit)) or exc
+        raise ValueError(f"invalid hard state {state!r}: {reason}") from exc
     return encode_record(RecordType.HARD_STATE, fixed + vote)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftkv.transport.errors import PeerProtocolError
 from raftkv.transport.framing import (
     DEFAULT_MAX_FRAME_BYTES,
     MAX_HELLO_BYTES,
@@ -38,6 +39,8 @@ Address = tuple[str, int]
 MessageHandler = Callable[[str, bytes], None]
 
 READ_CHUNK_BYTES = 256 << 10
+# A reject frame must fit the peer's hello-sized reader (MAX_HELLO_BYTES).
+_MAX_REJECT_REASON_CHARS = 512
 # A connection that stayed up this long counts as healthy: when it drops, the
 # peer probably restarted, so reconnect at once instead of continuing to back off.
 STABLE_CONNECTION_SECONDS = 1.0
@@ -446,11 +449,24 @@ class TcpTransport:
                 decoder.extend(data)
         except FrameTooLargeError as exc:
             log.error("%s: closing connection from %s at %s: %s", self.node_id, sender, peername, exc)
+        except PeerProtocolError as exc:
+            # Logged once per connection: the frames behind the bad one are
+            # dropped with it, and the peer learns why from the reject frame.
+            self.rejected_inbound += 1
+            log.error("%s: closing connection from %s at %s: %s", self.node_id, sender, peername, exc)
+            writer.write(encode_frame(encode_reject(str(exc)[:_MAX_REJECT_REASON_CHARS])))
+            try:
+                async with asyncio.timeout(1.0):
+                    await writer.drain()
+            except (TimeoutError, ConnectionError, OSError):
+                pass
 
     def _deliver(self, sender: str, frame: bytes) -> None:
         self.received_from[sender] += 1
         try:
             self.on_message(sender, frame)
+        except PeerProtocolError:
+            raise  # _receive closes the connection
         except Exception:
             # One bad message must not cut the link and lose the ones behind it.
             log.exception("%s: on_message failed for a message from %s", self.node_id, sender)
