@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from types import FrameType
 
+from raftkv.dev_preflight import node_wal_dir, reasons_cluster_in_use, wal_lock_held
 from raftkv.local_cluster import LocalCluster
 
 RESTART_BACKOFF_MAX = 5.0
+# Exit status when the ports or data directories are already in use.
+EXIT_IN_USE = 3
 
 
 class DevCluster:
@@ -29,12 +33,27 @@ class DevCluster:
             engine=engine,
             http_ports=[http_port + i for i in range(nodes)],
             peer_ports=[peer_port + i for i in range(nodes)],
+            die_with_owner=True,
         )
         self._restarts = {n.node_id: 0 for n in self.cluster.nodes}
         self._next_start = {n.node_id: 0.0 for n in self.cluster.nodes}
+        # Nodes not restarted any more: another process holds their data directory.
+        self._given_up: set[str] = set()
         self._stopping = False
 
     def run_forever(self, clean: bool = False) -> int:
+        # Before anything is deleted: --clean must never wipe a cluster that is running.
+        in_use = reasons_cluster_in_use(self.cluster)
+        if in_use:
+            print(
+                "raftkv dev: refusing to start, this cluster looks already running "
+                "(another `raftkv dev`, or nodes left from one):\n"
+                + "".join(f"  {reason}\n" for reason in in_use)
+                + "Stop it first, or pick other --http-port/--peer-port/--data-dir. Nothing was deleted.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_IN_USE
         if clean and self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -61,7 +80,19 @@ class DevCluster:
     def _supervise(self) -> None:
         now = time.monotonic()
         for node in self.cluster.nodes:
-            if node.running:
+            if node.running or node.node_id in self._given_up:
+                continue
+            if node.process is not None and wal_lock_held(node_wal_dir(node.data_dir)):
+                # Restarting cannot help while another process owns the data.
+                print(
+                    f"raftkv dev: {node.node_id} exited with code {node.process.returncode}: another process "
+                    f"holds the lock on its data directory {node.data_dir}; not restarting it "
+                    f"(log: {node.log_path})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self._given_up.add(node.node_id)
+                node.process = None
                 continue
             if node.process is not None:
                 self._restarts[node.node_id] += 1

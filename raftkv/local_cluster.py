@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +37,47 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def free_port_run(count: int, attempts: int = 200) -> int:
+    """The first of `count` consecutive ports that are free right now (for `raftkv dev --http-port`)."""
+    for _ in range(attempts):
+        first = free_ports(1)[0]
+        if first + count <= 65536 and all(port_is_free(first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"found no {count} consecutive free ports on 127.0.0.1")
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if a server could listen on host:port now (a socket in TIME_WAIT does not count as taken)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A preexec_fn that makes the kernel SIGKILL the child when its parent dies (Linux only).
+
+    prctl is looked up before the fork so the child only makes one plain call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died between fork and prctl
+            os._exit(1)
+
+    return hook
 
 
 @dataclass
@@ -66,7 +108,13 @@ class LocalCluster:
         peer_ports: list[int] | None = None,
         extra_args: list[str] | None = None,
         router: PeerRouter | None = None,
+        die_with_owner: bool = False,
     ) -> None:
+        """`die_with_owner`: on Linux the nodes get SIGKILL when the thread that
+        started them exits (PR_SET_PDEATHSIG), so even a kill -9 of the owner
+        leaves no orphans. The kernel ties this to the starting *thread*, so only
+        an owner that starts nodes from its main thread (raftkv dev) may set it.
+        """
         http_ports = http_ports or free_ports(nodes)
         peer_ports = peer_ports or free_ports(nodes)
         self.base_dir = base_dir
@@ -83,6 +131,7 @@ class LocalCluster:
             for i in range(nodes)
         ]
         self.router = router
+        self.die_with_owner = die_with_owner
 
     # -- processes ---------------------------------------------------------
 
@@ -121,11 +170,17 @@ class LocalCluster:
         if node.running:
             return
         node.data_dir.mkdir(parents=True, exist_ok=True)
+        preexec = None
+        if self.die_with_owner:
+            if threading.current_thread() is not threading.main_thread():
+                raise RuntimeError("die_with_owner nodes must be started from the main thread")
+            preexec = _die_with_parent_hook()
         with open(node.log_path, "ab") as log:
             # A session of its own: a terminal's Ctrl-C reaches the owner, which
             # stops the nodes in order, not every process at once.
             node.process = subprocess.Popen(
-                self.command(node), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(node), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=preexec,
             )
 
     def start(self) -> None:

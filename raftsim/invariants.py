@@ -17,7 +17,7 @@ from raftkv.raft.ready import Ready
 from raftkv.raft.types import ConfState, Entry, EntryKind, InvalidConfChange, Role
 
 if TYPE_CHECKING:
-    from raftkv.raft.sim.node import SimNode
+    from raftsim.node import SimNode
 
 
 class SafetyViolation(AssertionError):
@@ -36,6 +36,7 @@ class InvariantChecker:
         self.max_committed = 0
         self.max_committed_term = 0
         self.elections = 0
+        self.snapshots_installed = 0
 
     def _committed_up_to(self, index: int, term: int) -> None:
         if index > self.max_committed:
@@ -47,6 +48,7 @@ class InvariantChecker:
         if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
             self._check_new_leader(node)
         if rd.snapshot is not None:
+            self.snapshots_installed += 1
             meta = rd.snapshot.meta
             known = self.committed.get(meta.index)
             if known is not None and known.term != meta.term:
@@ -69,8 +71,13 @@ class InvariantChecker:
                     if seen_prev is None and prev_term is not None:
                         entry_at[key] = (data, prev_term)
                 prev_term = e.term
+        # Committed entries are checked when applied (on_applied): the
+        # driver may apply them before the Ready that hands them out.
+
+    def on_applied(self, node: SimNode, entries: list[Entry]) -> None:
+        """``node`` applied ``entries`` to its state machine."""
         committed = self.committed
-        for e in rd.committed_entries:
+        for e in entries:
             known = committed.get(e.index)
             if known is None:
                 committed[e.index] = e
@@ -78,8 +85,8 @@ class InvariantChecker:
                     self._conf_entries[e.index] = e.data
             elif known != e:
                 raise SafetyViolation(f"state machine safety: {node.id} applies {e} at {e.index}, another node applied {known}")
-        if rd.committed_entries:
-            last = rd.committed_entries[-1]
+        if entries:
+            last = entries[-1]
             self._committed_up_to(last.index, last.term)
 
     def _check_new_leader(self, node: SimNode) -> None:
@@ -138,11 +145,17 @@ class InvariantChecker:
         term = self.max_committed_term
         durable_on: list[str] = []
         for n in nodes:
-            st = n.storage
-            snap = st.snapshot
-            if (snap is not None and snap.meta.index >= index) or st.term(index) == term:
+            disk = n.disk
+            if disk.snapshot_index >= index or disk.durable_term(index) == term:
                 durable_on.append(n.id)
-        for voters in self._voter_sets_before(index):
-            if sum(1 for v in voters if v in durable_on) >= len(voters) // 2 + 1:
-                return
-        raise SafetyViolation(f"durability: committed index {index} is durable only on {durable_on}")
+        if not self.on_a_quorum(durable_on, index):
+            raise SafetyViolation(f"durability: committed index {index} is durable only on {durable_on}")
+
+    def on_a_quorum(self, holders: list[str], index: int, every: bool = False) -> bool:
+        """True if ``holders`` are a quorum of a configuration that may have
+        committed ``index`` (``every``: of each of them)."""
+        quorate = (
+            sum(1 for v in voters if v in holders) >= len(voters) // 2 + 1
+            for voters in self._voter_sets_before(index)
+        )
+        return all(quorate) if every else any(quorate)
