@@ -233,7 +233,7 @@ def test_result_to_json_for_each_result_shape() -> None:
     put = sm.apply_command(commands.put("k", b"v", idem="i"))
     assert result_to_json(put) == {"revision": 1, "kv": {"key": "k", "value": "v", "create_revision": 1, "mod_revision": 1, "version": 1}}
     assert result_to_json(put, with_value=False) == {"revision": 1, "kv": {"key": "k", "create_revision": 1, "mod_revision": 1, "version": 1}}
-    replay = sm.apply_command(commands.put("k", b"other", idem="i"))
+    replay = sm.apply_command(commands.put("k", b"v", idem="i"))
     assert replay["replayed"] is True and result_to_json(replay) == result_to_json(put)
     assert result_to_json(sm.apply_command(commands.delete("k"))) == {"revision": 2, "deleted": 1}
     txn = sm.apply_command(commands.txn([], [

@@ -3,7 +3,7 @@
 The reference below keeps a plain dict and a list, copies the whole store to
 run a txn, and scans linearly; it shares no code with the real state machine.
 Hypothesis drives both with random command sequences (including idempotency
-keys, malformed commands and snapshot/restore mid-sequence) and checks every
+keys reused for other commands and exact retries, malformed commands and snapshot/restore mid-sequence) and checks every
 result and every read agree, and that a second replica fed the same log bytes
 stays byte-identical.
 """
@@ -28,21 +28,25 @@ class ReferenceKV:
     def __init__(self, max_idempotency_keys: int) -> None:
         self.store: dict[str, dict[str, Any]] = {}  # key -> KV dict
         self.revision = 0
-        self.idempotency: list[tuple[str, dict[str, Any]]] = []
+        # (key, the command first sent with it, its result), oldest first
+        self.idempotency: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         self.max_idempotency_keys = max_idempotency_keys
 
     def apply(self, command: dict[str, Any], malformed: bool = False) -> dict[str, Any]:
         """``malformed`` says the caller built the command broken on purpose;
         the reference does not re-implement every structural check."""
         idem = command.get("idem")
-        for seen, result in self.idempotency:
+        for seen, first, result in self.idempotency:
             if seen == idem:
+                if first != command:
+                    return {"ok": False, "revision": self.revision,
+                            "error": {"code": "idempotency_key_reused"}}
                 return {**result, "replayed": True}
         if malformed:
             return {"ok": False, "revision": self.revision, "error": {"code": "invalid_command"}}
         result = self._apply(command)
         if idem is not None:
-            self.idempotency.append((idem, result))
+            self.idempotency.append((idem, command, result))
             while len(self.idempotency) > self.max_idempotency_keys:
                 self.idempotency.pop(0)
         return result
@@ -184,8 +188,12 @@ class KVModelComparison(RuleBasedStateMachine):
         self.real = KVStateMachine(max_idempotency_keys=MAX_IDEMPOTENCY_KEYS)
         self.replica = KVStateMachine(max_idempotency_keys=MAX_IDEMPOTENCY_KEYS)
         self.model = ReferenceKV(MAX_IDEMPOTENCY_KEYS)
+        # Commands sent with an idempotency key, to be retried as they were.
+        self.keyed: list[tuple[dict[str, Any], bool]] = []
 
     def submit(self, command: dict[str, Any], malformed: bool = False) -> None:
+        if command.get("idem") is not None:
+            self.keyed.append((command, malformed))
         entry = commands.encode(command)
         result = self.real.apply(entry)
         assert self.replica.apply(entry) == result
@@ -230,6 +238,12 @@ class KVModelComparison(RuleBasedStateMachine):
     @rule(command=st.just(commands.noop()) | MALFORMED, idem=IDEMS)
     def noop_or_malformed(self, command: dict[str, Any], idem: str | None) -> None:
         self.submit(self._idem(command, idem), malformed=command["op"] != "noop")
+
+    @rule(pick=st.integers(0, 1000))
+    def retry(self, pick: int) -> None:
+        """A client resending a keyed command exactly (after a lost answer)."""
+        if self.keyed:
+            self.submit(*self.keyed[pick % len(self.keyed)])
 
     @rule(replica=st.booleans())
     def restore_from_snapshot(self, replica: bool) -> None:

@@ -380,10 +380,20 @@ def test_idempotent_write_applies_once_and_replays_first_result(sm: KVStateMachi
     assert sm.get("a")["value"] == b"2" and sm.revision == 2  # type: ignore[index]
 
 
-def test_replay_applies_even_when_the_command_differs(sm: KVStateMachine) -> None:
+def test_a_key_reused_for_another_request_is_refused_and_applies_nothing(sm: KVStateMachine) -> None:
+    run(sm, c.put("x1", b"1"))
     first = run(sm, c.delete_prefix("x", idem="k"))
-    assert run(sm, c.put("a", b"1", idem="k")) == {**first, "replayed": True}
-    assert len(sm) == 0
+    before = sm.snapshot()
+    for other in (
+        c.put("a", b"1", idem="k"),  # another operation
+        c.delete_prefix("y", idem="k"),  # same operation, another target
+        c.txn([], [c.txn_delete_prefix("x")], [], idem="k"),  # same effect, another command
+    ):
+        result = run(sm, other)
+        assert result["ok"] is False and result["error"]["code"] == "idempotency_key_reused"
+        assert result["revision"] == first["revision"]
+    assert sm.snapshot() == before
+    assert run(sm, c.delete_prefix("x", idem="k")) == {**first, "replayed": True}
 
 
 def test_idempotent_txn_and_its_error_result_are_replayed(sm: KVStateMachine) -> None:
@@ -400,21 +410,33 @@ def test_idempotent_txn_and_its_error_result_are_replayed(sm: KVStateMachine) ->
     assert sm.get("t")["value"] == b"6"  # type: ignore[index]
 
 
+def test_replay_gives_back_the_values_of_the_first_answer(sm: KVStateMachine) -> None:
+    """The table keeps put results without the value the command carried; a
+    replay must still be the first answer, value included."""
+    first_put = run(sm, c.put("a", b"one", idem="p"))
+    tx = c.txn([c.compare("a", "version", ">", 0)], [put("b", b"two"), get("a")], [get("a")], idem="t")
+    first_txn = run(sm, tx)
+    run(sm, c.put("a", b"changed"))
+    assert run(sm, c.put("a", b"one", idem="p")) == {**first_put, "replayed": True}
+    assert run(sm, tx) == {**first_txn, "replayed": True}
+    assert first_txn["results"][1]["kv"]["value"] == b"one"
+
+
 def test_invalid_command_does_not_consume_its_idempotency_key(sm: KVStateMachine) -> None:
     assert run(sm, {"op": "put", "key": "a", "idem": "k"})["ok"] is False
     assert run(sm, c.put("a", b"1", idem="k")) == {"ok": True, "revision": 1, "kv": kv("a", b"1", 1, 1, 1)}
 
 
-def test_idempotency_table_evicts_oldest_first() -> None:
+def test_idempotency_table_forgets_the_oldest_key_beyond_its_count() -> None:
     sm = KVStateMachine(max_idempotency_keys=2)
     for i in range(3):
         run(sm, c.put("a", str(i).encode(), idem=f"k{i}"))
-    # k0 was evicted: it applies again; k1 and k2 replay
-    assert "replayed" not in run(sm, c.put("a", b"again", idem="k0"))
+    # k0 was forgotten: its retry is a new request and applies again
+    assert "replayed" not in run(sm, c.put("a", b"0", idem="k0"))
     assert sm.revision == 4
-    assert run(sm, c.put("a", b"x", idem="k2"))["replayed"] is True
-    # inserting k0 evicted k1
-    assert "replayed" not in run(sm, c.put("a", b"y", idem="k1"))
+    assert run(sm, c.put("a", b"2", idem="k2"))["replayed"] is True
+    # recording k0 again made k1 the oldest, and it went
+    assert "replayed" not in run(sm, c.put("a", b"1", idem="k1"))
 
 
 def test_zero_sized_idempotency_table_remembers_nothing() -> None:
@@ -425,24 +447,36 @@ def test_zero_sized_idempotency_table_remembers_nothing() -> None:
         KVStateMachine(max_idempotency_keys=-1)
 
 
-def test_idempotency_table_evicts_oldest_when_values_exceed_byte_budget() -> None:
+def test_put_values_do_not_count_against_the_byte_bound() -> None:
     sm = KVStateMachine(max_idempotency_bytes=10)
-    run(sm, c.put("a", b"123456", idem="k1"))
-    run(sm, c.put("b", b"123456", idem="k2"))  # 12 value bytes > 10: k1 goes
-    assert sm.idempotency_keys == 1
-    assert run(sm, c.put("b", b"x", idem="k2"))["replayed"] is True
-    assert "replayed" not in run(sm, c.put("a", b"1", idem="k1"))
-    # a txn's retained bytes count its get results as well as its writes
-    run(sm, c.put("big", b"1234567890"))
-    run(sm, c.txn([], [get("big")], [], idem="k3"))
-    assert sm.idempotency_keys == 1 and run(sm, c.noop() | {"idem": "k3"})["replayed"] is True
+    for i in range(5):
+        run(sm, c.put("a", b"x" * 100, idem=f"k{i}"))
+    assert sm.idempotency_keys == 5
+    assert run(sm, c.put("a", b"x" * 100, idem="k0"))["replayed"] is True
 
 
-def test_result_larger_than_byte_budget_is_not_retained() -> None:
+def test_beyond_the_byte_bound_the_oldest_result_expires_but_its_key_stays() -> None:
+    sm = KVStateMachine(max_idempotency_bytes=10)
+    run(sm, c.put("big", b"123456"))
+    read_big = [get("big")]
+    run(sm, c.txn([], read_big, [], idem="k1"))
+    run(sm, c.txn([], read_big, [], idem="k2"))  # 12 value bytes read > 10: k1's result goes
+    assert sm.idempotency_keys == 2
+    assert run(sm, c.txn([], read_big, [], idem="k2"))["replayed"] is True
+    revision = sm.revision
+    expired = run(sm, c.txn([], read_big, [], idem="k1"))
+    assert expired["ok"] is False and expired["error"]["code"] == "idempotency_result_expired"
+    assert sm.revision == revision
+    # the fingerprint outlives the result: another request is still a reuse
+    assert run(sm, c.put("z", b"1", idem="k1"))["error"]["code"] == "idempotency_key_reused"
+
+
+def test_result_larger_than_the_byte_bound_expires_at_once() -> None:
     sm = KVStateMachine(max_idempotency_bytes=4)
-    run(sm, c.put("a", b"12345", idem="k"))
-    assert sm.idempotency_keys == 0
-    assert "replayed" not in run(sm, c.put("a", b"12345", idem="k"))
+    run(sm, c.put("a", b"12345"))
+    run(sm, c.txn([], [get("a")], [], idem="k"))
+    assert sm.idempotency_keys == 1
+    assert run(sm, c.txn([], [get("a")], [], idem="k"))["error"]["code"] == "idempotency_result_expired"
     with pytest.raises(ValueError):
         KVStateMachine(max_idempotency_bytes=-1)
 
@@ -466,9 +500,12 @@ def test_snapshot_restore_round_trip_is_identical(sm: KVStateMachine) -> None:
     assert other.snapshot() == image
     assert other.revision == sm.revision and len(other) == len(sm)
     assert other.range("") == sm.range("")
-    # the idempotency table came along, in order
+    # the idempotency table came along, fingerprints and all
+    retry = c.txn([c.compare("a", "version", "==", 1)], [add("n", 3), get("a")], [], idem="i3")
+    assert run(other, retry) == run(sm, retry)
+    assert run(other, retry)["replayed"] is True
     assert run(other, c.put("x", b"1", idem="i3")) == run(sm, c.put("x", b"1", idem="i3"))
-    assert run(other, c.put("x", b"1", idem="i3"))["replayed"] is True
+    assert run(other, c.put("x", b"1", idem="i3"))["error"]["code"] == "idempotency_key_reused"
     # and both keep evolving identically
     run(sm, c.put("z", b"1"))
     run(other, c.put("z", b"1"))
@@ -481,7 +518,7 @@ def test_restore_replaces_everything(sm: KVStateMachine) -> None:
     build_history(sm)
     sm.restore(source.snapshot())
     assert sm.range("") == ([kv("only", b"1", 1, 1, 1)], False) and sm.revision == 1
-    assert "replayed" not in run(sm, c.put("bin", b"x", idem="i1"))
+    assert "replayed" not in run(sm, c.put("bin", b"\xff\x00", idem="i1"))
 
 
 def test_restore_keeps_newest_entries_when_table_is_smaller() -> None:
@@ -496,10 +533,24 @@ def test_restore_keeps_newest_entries_when_table_is_smaller() -> None:
 
 
 def test_restore_accepts_results_of_any_map_shape(sm: KVStateMachine) -> None:
-    odd = [{"kv": 5}, {"kv": {"value": "text"}}, {"results": [None, {"kv": None}, {"kv": {"value": b"ab"}}]}, {}]
-    image = msgpack.packb([FORMAT_VERSION, 0, [], [x for i, r in enumerate(odd) for x in (f"k{i}", r)]], use_bin_type=True)
+    odd = [{"kv": 5}, {"kv": {"value": "text"}}, {"results": [None, {"kv": None}, {"kv": {"value": b"ab"}}]}, {}, None]
+    fingerprint = b"f" * 16
+    flat = [x for i, r in enumerate(odd) for x in (f"k{i}", fingerprint, r)]
+    image = msgpack.packb([FORMAT_VERSION, 0, [], flat], use_bin_type=True)
     sm.restore(image)
-    assert sm.idempotency_keys == 4 and sm.snapshot() == image
+    assert sm.idempotency_keys == 5 and sm.snapshot() == image
+
+
+def test_format_1_snapshot_is_read_and_its_keys_are_never_matched(sm: KVStateMachine) -> None:
+    """Format 1 kept no fingerprints: its keys still stop a second
+    application, and refuse (rather than guess) a retry."""
+    first = {"ok": True, "revision": 1, "kv": kv("a", b"1", 1, 1, 1)}
+    image = msgpack.packb([1, 1, ["a", b"1", 1, 1, 1], ["old", first]], use_bin_type=True)
+    sm.restore(image)
+    assert sm.get("a") == kv("a", b"1", 1, 1, 1) and sm.idempotency_keys == 1
+    again = run(sm, c.put("a", b"1", idem="old"))
+    assert again["error"]["code"] == "idempotency_key_reused" and sm.revision == 1
+    assert msgpack.unpackb(sm.snapshot())[0] == FORMAT_VERSION
 
 
 def test_snapshot_starts_with_format_version(sm: KVStateMachine) -> None:
@@ -545,9 +596,12 @@ BAD_SNAPSHOTS: dict[str, bytes] = {
     "keys out of order": corrupt(_set_record(5, "a")),
     "mod revision above store revision": corrupt(_set_record(3, 10_000)),
     "version zero": corrupt(_set_record(4, 0)),
-    "idempotency not pairs": corrupt(lambda f: f[3].pop()),
-    "idempotency result not a map": corrupt(lambda f: f[3].__setitem__(1, 5)),
-    "duplicate idempotency key": corrupt(lambda f: f[3].extend(f[3][:2])),
+    "idempotency not triples": corrupt(lambda f: f[3].pop()),
+    "idempotency fingerprint missing": corrupt(lambda f: f[3].__setitem__(1, None)),
+    "idempotency fingerprint short": corrupt(lambda f: f[3].__setitem__(1, b"x")),
+    "idempotency result not a map": corrupt(lambda f: f[3].__setitem__(2, 5)),
+    "duplicate idempotency key": corrupt(lambda f: f[3].extend(f[3][:3])),
+    "format 1 idempotency not pairs": msgpack.packb([1, 0, [], ["k"]]),
 }
 
 

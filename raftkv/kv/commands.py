@@ -13,6 +13,7 @@ release does not make older replicas disagree about whether an entry applies.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgpack
@@ -72,6 +73,26 @@ def noop() -> Command:
     return {"op": "noop"}
 
 
+def txn_get(key: str) -> dict[str, Any]:
+    return {"op": "get", "key": key}
+
+
+def txn_put(key: str, value: bytes) -> dict[str, Any]:
+    return {"op": "put", "key": key, "value": value}
+
+
+def txn_delete(key: str) -> dict[str, Any]:
+    return {"op": "delete", "key": key}
+
+
+def txn_delete_prefix(prefix: str) -> dict[str, Any]:
+    return {"op": "delete_prefix", "prefix": prefix}
+
+
+def txn_add(key: str, delta: int) -> dict[str, Any]:
+    return {"op": "add", "key": key, "delta": delta}
+
+
 def compare(key: str, target: str, cmp: str, value: bytes | int) -> dict[str, Any]:
     return {"key": key, "target": target, "cmp": cmp, "value": value}
 
@@ -80,6 +101,20 @@ def _with_idem(command: Command, idem: str | None) -> Command:
     if idem is not None:
         command["idem"] = idem
     return command
+
+
+FINGERPRINT_BYTES = 16
+
+
+def fingerprint(data: bytes) -> bytes:
+    """What identifies the request an idempotency key was first used for.
+
+    A BLAKE2b digest of the whole encoded command. Two commands that carry
+    the same idempotency key differ exactly when their operation or operands
+    differ, so the key itself inside ``data`` changes nothing. Replicas
+    compare stored fingerprints, so this must stay the same across releases.
+    """
+    return hashlib.blake2b(data, digest_size=FINGERPRINT_BYTES).digest()
 
 
 # Checks used by the state machine before it changes anything.

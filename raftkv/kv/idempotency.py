@@ -1,22 +1,45 @@
-"""The table of applied idempotency keys and their first results.
+"""The table of applied idempotency keys: each key's request fingerprint and
+first result.
 
 It is replicated state: every replica records the same keys in the same log
-order, so eviction depends only on what was recorded (oldest first, by count
-and by retained value bytes) and never on time.
+order, so what it forgets depends only on what was recorded, never on time.
+Two bounds, both oldest first:
+
+- ``max_keys``: beyond it the oldest key is forgotten entirely (a retry with
+  it is a new request and applies again);
+- ``max_bytes``: the value bytes that kept results may hold. Beyond it the
+  oldest result that holds values is dropped but its key and fingerprint
+  stay, so a retry is told the write was applied and its answer expired
+  instead of applying it again.
+
+The state machine stores results without the values their command carried
+(it puts them back from the identical retry), so only values a write read
+(txn ``get`` results) count against ``max_bytes``.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 Result = dict[str, Any]
 
 DEFAULT_MAX_KEYS = 100_000
-# Results of puts and txn gets hold values (up to 1 MiB each); without a byte
-# bound 100k retained results could pin ~100 GiB after the keys are overwritten.
+# 100k results of txn gets of 1 MiB values could pin ~100 GiB; this caps the
+# values that kept results hold.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Entry:
+    # None: recorded before fingerprints were kept (a format-1 snapshot), so
+    # no retry can be matched to it.
+    fingerprint: bytes | None
+    # None: dropped to stay within max_bytes; the write was applied.
+    result: Result | None
+    size: int  # value bytes ``result`` holds
 
 
 class IdempotencyTable:
@@ -28,9 +51,11 @@ class IdempotencyTable:
         self._max_keys = max_keys
         self._max_bytes = max_bytes
         self._retained_bytes = 0
-        # OrderedDict because popping its oldest entry is O(1); a plain dict
+        # OrderedDicts because popping the oldest entry is O(1); a plain dict
         # degrades when entries are repeatedly removed from the front.
-        self._entries: OrderedDict[str, tuple[Result, int]] = OrderedDict()
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        # Keys whose result holds value bytes, oldest first: what max_bytes drops.
+        self._sized: OrderedDict[str, None] = OrderedDict()
 
     @property
     def max_keys(self) -> int:
@@ -44,30 +69,39 @@ class IdempotencyTable:
     def retained_bytes(self) -> int:
         return self._retained_bytes
 
-    def get(self, idem: str) -> Result | None:
-        entry = self._entries.get(idem)
-        return None if entry is None else entry[0]
+    def get(self, idem: str) -> Entry | None:
+        return self._entries.get(idem)
 
-    def record(self, idem: str, result: Result) -> None:
-        """Remember ``result`` as the outcome of ``idem`` (a key not yet held)."""
-        size = value_bytes(result)
-        self._entries[idem] = (result, size)
-        self._retained_bytes += size
+    def record(self, idem: str, fingerprint: bytes | None, result: Result | None) -> None:
+        """Remember that ``idem`` was applied (a key not yet held)."""
+        size = 0 if result is None else value_bytes(result)
+        self._entries[idem] = Entry(fingerprint, result, size)
+        if size:
+            self._sized[idem] = None
+            self._retained_bytes += size
         entries = self._entries
-        while len(entries) > self._max_keys or self._retained_bytes > self._max_bytes:
-            _, (_, evicted_size) = entries.popitem(last=False)
-            self._retained_bytes -= evicted_size
+        while len(entries) > self._max_keys:
+            evicted, entry = entries.popitem(last=False)
+            if entry.size:
+                del self._sized[evicted]
+                self._retained_bytes -= entry.size
+        while self._retained_bytes > self._max_bytes:
+            expired, _ = self._sized.popitem(last=False)
+            entry = entries[expired]
+            self._retained_bytes -= entry.size
+            entry.result, entry.size = None, 0
 
-    def replace(self, entries: Iterable[tuple[str, Result]]) -> None:
+    def replace(self, entries: Iterable[tuple[str, bytes | None, Result | None]]) -> None:
         """Forget everything and record ``entries``, oldest first."""
         self._entries.clear()
+        self._sized.clear()
         self._retained_bytes = 0
-        for idem, result in entries:
-            self.record(idem, result)
+        for idem, fingerprint, result in entries:
+            self.record(idem, fingerprint, result)
 
-    def items(self) -> Iterator[tuple[str, Result]]:
+    def items(self) -> Iterator[tuple[str, bytes | None, Result | None]]:
         """Entries oldest first, the order eviction follows."""
-        return ((idem, entry[0]) for idem, entry in self._entries.items())
+        return ((idem, e.fingerprint, e.result) for idem, e in self._entries.items())
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -17,12 +17,11 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from msgpack import unpackb as _unpackb
 from sortedcontainers import SortedDict
 
 from raftkv.kv import commands, snapshot_format
 from raftkv.kv.commands import InvalidCommand
-from raftkv.kv.idempotency import DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, IdempotencyTable
+from raftkv.kv.idempotency import DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, Entry, IdempotencyTable
 from raftkv.kv.integers import format_int, in_int64_range, parse_int64
 from raftkv.kv.snapshot_format import Record
 
@@ -40,6 +39,7 @@ _COMPARE_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
 }
 _MAX_CODE_POINT = 0x10FFFF
+INVALID_COMMAND = "invalid_command"
 
 
 class _TxnOpFailed(Exception):
@@ -74,21 +74,29 @@ class KVStateMachine:
 
     def apply(self, data: bytes) -> Result:
         try:
-            command = _unpackb(data, raw=False)
-        except Exception as exc:  # msgpack raises several unrelated types on garbage
-            return self._invalid(InvalidCommand(f"command is not valid msgpack: {exc}"))
-        return self.apply_command(command)
+            command = commands.decode(data)
+        except InvalidCommand as exc:
+            return self._invalid(exc)
+        idem = command.get("idem")
+        if idem is None:
+            return self._dispatch(command)
+        if type(idem) is not str or not idem:
+            return self._invalid(InvalidCommand(f"'idem' must be a non-empty string, got {idem!r}"))
+        fingerprint = commands.fingerprint(data)
+        first = self._idempotency.get(idem)
+        if first is not None:
+            return self._answer_retry(idem, fingerprint, first, command)
+        result = self._dispatch(command)
+        if not _is_invalid(result):  # a malformed command does not spend its key
+            self._idempotency.record(idem, fingerprint, _without_command_values(command, result))
+        return result
 
     def apply_command(self, command: commands.Command) -> Result:
-        if type(command) is not dict:
-            return self._invalid(InvalidCommand(f"command must be a map, got {type(command).__name__}"))
-        idem = command.get("idem")
-        if idem is not None:
-            if type(idem) is not str or not idem:
-                return self._invalid(InvalidCommand(f"'idem' must be a non-empty string, got {idem!r}"))
-            first = self._idempotency.get(idem)
-            if first is not None:
-                return {**first, "replayed": True}
+        """Apply a command given as a dict (tests, tools): as the engine would
+        apply its encoding."""
+        return self.apply(commands.encode(command))
+
+    def _dispatch(self, command: commands.Command) -> Result:
         op = command.get("op")
         handler = self._handlers.get(op) if type(op) is str else None
         if handler is None:
@@ -96,12 +104,38 @@ class KVStateMachine:
                 InvalidCommand(f"unknown op {op!r}; expected one of {sorted(commands.WRITE_OPS)}")
             )
         try:
-            result = handler(command)
+            return handler(command)
         except InvalidCommand as exc:
             return self._invalid(InvalidCommand(f"{op}: {exc}"))
-        if idem is not None:
-            self._idempotency.record(idem, result)
-        return result
+
+    def _answer_retry(
+        self, idem: str, fingerprint: bytes, first: Entry, command: commands.Command
+    ) -> Result:
+        """The answer to a command whose idempotency key was applied before:
+        the first result if it is the same request, else an error; never a
+        second application."""
+        shown = _quote(idem)
+        if first.fingerprint is None:
+            return self._error(
+                "idempotency_key_reused",
+                f"Idempotency-Key {shown} was applied before this store kept request "
+                "fingerprints, so this request cannot be matched to it; nothing was applied",
+            )
+        if first.fingerprint != fingerprint:
+            return self._error(
+                "idempotency_key_reused",
+                f"Idempotency-Key {shown} was already used for a different request "
+                "(another method, target or body); nothing was applied. Use a new key "
+                "for a new request",
+            )
+        if first.result is None:
+            return self._error(
+                "idempotency_result_expired",
+                f"the request with Idempotency-Key {shown} was applied once; its result is "
+                "no longer kept (the idempotency table's byte bound), so it cannot be "
+                "replayed; nothing was applied now",
+            )
+        return {**_with_command_values(command, first.result), "replayed": True}
 
     def _apply_put(self, command: commands.Command) -> Result:
         key = command.get("key")
@@ -245,11 +279,10 @@ class KVStateMachine:
                 data[key] = record
 
     def _invalid(self, exc: InvalidCommand) -> Result:
-        return {
-            "ok": False,
-            "revision": self._revision,
-            "error": {"code": "invalid_command", "message": str(exc)},
-        }
+        return self._error(INVALID_COMMAND, str(exc))
+
+    def _error(self, code: str, message: str) -> Result:
+        return {"ok": False, "revision": self._revision, "error": {"code": code, "message": message}}
 
     # ---- reads ------------------------------------------------------------
 
@@ -317,6 +350,45 @@ class KVStateMachine:
         self._idempotency.replace(contents.idempotency)
         self._data = records
         self._revision = contents.revision
+
+
+def _is_invalid(result: Result) -> bool:
+    error = result.get("error")
+    return error is not None and error["code"] == INVALID_COMMAND
+
+
+def _without_command_values(command: commands.Command, result: Result) -> Result:
+    """``result`` as the idempotency table keeps it: without the values the
+    command itself carried (put values), which an identical retry carries
+    again. So only values a write read count against the table's byte bound."""
+    return _swap_command_values(command, result, keep=False)
+
+
+def _with_command_values(command: commands.Command, kept: Result) -> Result:
+    """A kept result with the command's values back: the first answer."""
+    return _swap_command_values(command, kept, keep=True)
+
+
+def _swap_command_values(command: commands.Command, result: Result, keep: bool) -> Result:
+    op = command["op"]
+    if op == "put" and "kv" in result:
+        return {**result, "kv": _kv_value(result["kv"], command["value"] if keep else None)}
+    if op != "txn" or "results" not in result:
+        return result
+    branch = command.get("success" if result["succeeded"] else "failure", [])
+    items = []
+    for txn_op, item in zip(branch, result["results"]):
+        if txn_op["op"] == "put":
+            item = {**item, "kv": _kv_value(item["kv"], txn_op["value"] if keep else None)}
+        items.append(item)
+    return {**result, "results": items}
+
+
+def _kv_value(kv: KV, value: bytes | None) -> KV:
+    """``kv`` with ``value`` (None: without a value), fields in _kv's order."""
+    if value is None:
+        return {name: field for name, field in kv.items() if name != "value"}
+    return {"key": kv["key"], "value": value, **kv}
 
 
 def _kv(key: str, record: Record) -> KV:
