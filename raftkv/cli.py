@@ -139,7 +139,9 @@ def _add_dev(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run a local cluster: N `raftkv serve` processes on 127.0.0.1, restarted if "
             "they die, HTTP on ports 7001.., Raft on 7101... Data stays in --data-dir "
-            "between runs (--clean wipes it). Ctrl-C stops all nodes."
+            "between runs (--clean wipes it). Ctrl-C stops all nodes; the nodes also die "
+            "with this process if it is killed. Refuses to start (exit 3, nothing deleted) "
+            "while its ports or data directories are in use."
         ),
     )
     p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
