@@ -64,11 +64,30 @@ def test_jepsen_log_pairs_calls_and_follows_the_readme_rules() -> None:
     assert check(ops, register_model()).verdict == "not-linearizable"  # the cas should have swapped
 
 
+def test_jepsen_log_fields_may_be_separated_by_runs_of_spaces() -> None:
+    # As Jepsen's own logs print them and Porcupine's parser reads them.
+    tabs = jepsen("0\t:invoke\t:write\t1", "0\t:ok\t:write\t1", "1\t:invoke\t:cas\t[2 4]", "1\t:fail\t:cas\t[2 4]",
+                  "2\t:invoke\t:read\tnil", "2\t:ok\t:read\t1")
+    spaces = (
+        "INFO  jepsen.util - 0   :invoke  :write  1\n"
+        "INFO  jepsen.util - 0   :ok      :write  1  \n"
+        "INFO  jepsen.util - 1   :invoke  :cas    [2 4]\n"
+        "INFO  jepsen.util - 1 \t:fail  :cas\t  [2 4]\n"
+        "INFO  jepsen.util - 2   :invoke  :read   nil\n"
+        "INFO  jepsen.util - 2   :ok      :read   1\n"
+    )
+    ops = parse_jepsen_log(spaces, "spaces.log")
+    assert ops == parse_jepsen_log(tabs, "tabs.log")
+    assert Operation(1, ("cas", (2, 4)), 3.0, False, 4.0) in ops
+    assert check(ops, register_model()).verdict == "linearizable"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("nothing to see\n", "no Jepsen operation lines found"),
-        (jepsen("0\t:invoke\t:read"), "expected 4 tab-separated fields"),
+        (jepsen("0\t:invoke\t:read"), "expected 4 fields separated by tabs or spaces"),
+        (jepsen("0  :invoke :read"), "expected 4 fields separated by tabs or spaces"),
         (jepsen("x\t:invoke\t:read\tnil"), "t.log:1: invalid literal"),
         (jepsen("0\t:invoke\t:delete\tnil"), "unknown function 'delete'"),
         (jepsen("0\t:invoke\t:cas\t3"), "cas value must be \\[from to\\]"),

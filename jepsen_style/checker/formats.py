@@ -1,7 +1,8 @@
 """Readers that turn recorded histories into operations for the checker.
 
 Formats:
-  jepsen-log    Jepsen's log lines for one register (`INFO  jepsen.util - 3\t:invoke\t:cas\t[1 4]`).
+  jepsen-log    Jepsen's log lines for one register (`INFO  jepsen.util - 3\t:invoke\t:cas\t[1 4]`);
+                fields are separated by tabs or runs of spaces, as Jepsen and Porcupine read them.
   porcupine-kv  EDN-like maps, one per line, for a get/put/append key-value store.
   jsonl         our harness's JSON-lines history (see `jepsen_style.history`).
 Time is the line number for the first two formats (only order matters).
@@ -175,10 +176,14 @@ def parse_jepsen_log(text: str, source: str = "<jepsen-log>") -> list[Operation]
         marker = line.find(_JEPSEN_MARKER)
         if marker < 0:
             continue  # other log output
-        fields = line[marker + len(_JEPSEN_MARKER):].split("\t")
+        # Any run of whitespace separates fields; the value is the rest of the
+        # line, since an EDN value such as `[1 4]` holds spaces of its own.
+        fields = line[marker + len(_JEPSEN_MARKER):].split(None, 3)
         where = f"{source}:{number}"
         if len(fields) != 4:
-            raise HistoryFormatError(f"{where}: expected 4 tab-separated fields (process, type, f, value), got {len(fields)}")
+            raise HistoryFormatError(
+                f"{where}: expected 4 fields separated by tabs or spaces (process, type, f, value), got {len(fields)}"
+            )
         process_text, kind, f, value_text = fields
         if process_text.startswith(":"):
             continue  # :nemesis and other non-client processes
