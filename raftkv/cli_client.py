@@ -112,6 +112,9 @@ def _run(args: argparse.Namespace, handler: Handler) -> int:
             return handler(args, client)
     except UsageError as exc:
         parser.error(str(exc))
+    except ValueError as exc:
+        # The client checks keys and arguments before sending (e.g. an empty key).
+        parser.error(str(exc))
     except NotFound:
         print(f"error: key not found: {getattr(args, 'key', '')!r}", file=err)
         return EXIT_FAILED
@@ -159,7 +162,10 @@ def _cmd_get(args: argparse.Namespace, client: Client) -> int:
         print(f"error: key not found: {args.key!r}", file=sys.stderr)
         return EXIT_FAILED
     out = _stdout_bytes()
-    out.write(kv.value or b"")
+    value = kv.value or b""
+    out.write(value)
+    if sys.stdout.isatty() and not value.endswith(b"\n"):
+        out.write(b"\n")  # so the shell prompt starts on its own line; a pipe gets the bytes as stored
     out.flush()
     return EXIT_OK
 
@@ -212,11 +218,37 @@ def _cmd_ls(args: argparse.Namespace, client: Client) -> int:
     out: TextIO = sys.stdout
     for kv in kvs:
         if args.keys_only or kv.value is None:
-            out.write(f"{kv.key}\n")
+            out.write(f"{escape_for_line(kv.key)}\n")
         else:
-            out.write(f"{kv.key}\t{kv.value.decode('utf-8', 'backslashreplace')}\n")
+            value = kv.value.decode("utf-8", "surrogateescape")
+            out.write(f"{escape_for_line(kv.key)}\t{escape_for_line(value)}\n")
     out.flush()
     return EXIT_OK
+
+
+_NAMED_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def escape_for_line(text: str) -> str:
+    """`text` with no control characters: one line a terminal shows as it is.
+
+    A backslash doubles, tab/newline/CR become \\t \\n \\r, other unprintable
+    characters \\xNN or \\uNNNN, and bytes that are not UTF-8 (decoded with
+    surrogateescape) \\xNN, so KEY<TAB>VALUE lines stay unambiguous.
+    """
+    out = []
+    for ch in text:
+        if ch in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ord(ch) <= 0xFF:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+    return "".join(out)
 
 
 def _read_txn(source: str) -> dict[str, Any]:
