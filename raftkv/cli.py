@@ -24,9 +24,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="run one node",
         description=(
-            "Run one raftkv node. Every flag can also be set with an environment "
-            "variable: RAFTKV_ID, RAFTKV_DATA_DIR, RAFTKV_LISTEN, RAFTKV_PEER_LISTEN, "
-            "RAFTKV_PEERS, RAFTKV_ENGINE."
+            "Run one raftkv node. Only the flags that name a RAFTKV_* variable in their "
+            "help can also be set through it (a flag given wins): RAFTKV_ID, RAFTKV_DATA_DIR, "
+            "RAFTKV_LISTEN, RAFTKV_PEER_LISTEN, RAFTKV_PEERS, RAFTKV_ENGINE, RAFTKV_LOG_LEVEL."
         ),
         epilog=(
             "example: raftkv serve --id n1 --data-dir data/n1 --listen 127.0.0.1:7001 "
@@ -37,27 +37,27 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--id", default=_env("ID"), help="this node's id, e.g. n1 (RAFTKV_ID)")
-    p.add_argument("--data-dir", default=_env("DATA_DIR"), help="where the node keeps its log and snapshots")
-    p.add_argument("--listen", default=_env("LISTEN"), help="HOST:PORT for the HTTP API")
-    p.add_argument("--peer-listen", default=_env("PEER_LISTEN"), help="HOST:PORT for Raft traffic between nodes")
+    p.add_argument("--data-dir", default=_env("DATA_DIR"), help="where the node keeps its log and snapshots (RAFTKV_DATA_DIR)")
+    p.add_argument("--listen", default=_env("LISTEN"), help="HOST:PORT for the HTTP API (RAFTKV_LISTEN)")
+    p.add_argument("--peer-listen", default=_env("PEER_LISTEN"), help="HOST:PORT for Raft traffic between nodes (RAFTKV_PEER_LISTEN)")
     p.add_argument(
         "--peers",
         default=_env("PEERS"),
         help="every member as ID=HOST:PORT, comma-separated, this node included: "
-        "the address this node uses to reach each peer's --peer-listen",
+        "the address this node uses to reach each peer's --peer-listen (RAFTKV_PEERS)",
     )
     p.add_argument(
         "--engine",
         default=_env("ENGINE", DEFAULT_ENGINE),
         choices=ENGINES,
-        help=f"consensus engine (default {DEFAULT_ENGINE})",
+        help=f"consensus engine (default {DEFAULT_ENGINE}; RAFTKV_ENGINE)",
     )
     p.add_argument("--max-key-bytes", type=int, default=DEFAULT_LIMITS.max_key_bytes)
     p.add_argument("--max-value-bytes", type=int, default=DEFAULT_LIMITS.max_value_bytes)
     p.add_argument("--max-txn-ops", type=int, default=DEFAULT_LIMITS.max_txn_ops)
     p.add_argument("--max-request-bytes", type=int, default=DEFAULT_LIMITS.max_request_bytes)
     p.add_argument("--timeout", type=float, default=5.0, help="default request timeout in seconds")
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING... (RAFTKV_LOG_LEVEL)")
     p.set_defaults(func=_run_serve, parser=p)
 
 

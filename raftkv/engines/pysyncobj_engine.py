@@ -33,7 +33,7 @@ from raftkv.kv import commands
 
 log = logging.getLogger(__name__)
 
-_NOOP = commands.encode({"op": "noop"})
+_NOOP = commands.encode(commands.noop())
 # How long a started transfer may take before it is tried again.
 _TRANSFER_SETTLE_S = 1.0
 

@@ -36,6 +36,7 @@ from raftkv.server.json_codec import (
 )
 from raftkv.kv.limits import Limits
 from raftkv.kv.state_machine import KVStateMachine
+from raftkv.server.idempotency import IDEMPOTENCY_ERROR_STATUS, InFlightKeys
 from raftkv.server.responses import ApiError, json_response, no_leader
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class HttpApi:
         self.limits = limits
         self.default_timeout = default_timeout
         self.max_timeout = max_timeout
+        self._in_flight = InFlightKeys()  # Idempotency-Keys of writes proposed here
         # Every route but /v1/kv/{key}: path -> method -> handler.
         self._route_table: dict[str, dict[str, Callable[[web.BaseRequest], Awaitable[web.Response]]]] = {
             "/v1/kv": {"GET": self.list_keys, "DELETE": self.delete_prefix},
@@ -216,11 +218,15 @@ class HttpApi:
         _check(validate_value, value, self.limits)
         idem = _idempotency_key(request)
         condition = _precondition(request)
-        put_op = {"op": "put", "key": key, "value": value}
         if condition is None:
             command = commands.put(key, value, idem)
         else:
-            command = commands.txn([_compare_for(key, condition)], [put_op], [_get_op(key)], idem)
+            command = commands.txn(
+                [_compare_for(key, condition)],
+                [commands.txn_put(key, value)],
+                [commands.txn_get(key)],
+                idem,
+            )
         result = await self._propose(command, query)
         if condition is not None:
             _raise_if_precondition_failed(key, result)
@@ -240,9 +246,8 @@ class HttpApi:
         if condition is None:
             command = commands.delete(key, idem)
         else:
-            delete_op = {"op": "delete", "key": key}
             command = commands.txn(
-                [_compare_for(key, condition)], [delete_op], [_get_op(key)], idem
+                [_compare_for(key, condition)], [commands.txn_delete(key)], [commands.txn_get(key)], idem
             )
         result = await self._propose(command, query)
         if condition is not None:
@@ -277,17 +282,16 @@ class HttpApi:
 
     async def txn(self, request: web.BaseRequest) -> web.Response:
         query = _query(request, {"timeout"})
-        command = _check(parse_txn, await _json_body(request), self.limits)
-        idem = _idempotency_key(request)
-        if idem is not None:
-            command["idem"] = idem
+        body = await _json_body(request)
+        command = _check(parse_txn, body, self.limits, _idempotency_key(request))
         result = await self._propose(command, query)
         return json_response(result_to_json(result), headers=_replay_headers(result))
 
     async def _propose(self, command: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         timeout = self._timeout(query)
         try:
-            result = await self.engine.propose(commands.encode(command), timeout)
+            with self._in_flight.hold(command.get("idem")):
+                result = await self.engine.propose(commands.encode(command), timeout)
         except (NoLeaderError, EngineStoppedError) as exc:
             raise no_leader(f"no leader or no quorum, the write was not applied: {exc}") from None
         except OutcomeUnknownError as exc:
@@ -303,7 +307,7 @@ class HttpApi:
         if not result["ok"]:
             error = result["error"]
             raise ApiError(
-                result_error_status(result),
+                IDEMPOTENCY_ERROR_STATUS.get(error["code"]) or result_error_status(result),
                 error["code"],
                 error["message"],
                 headers=_replay_headers(result),
@@ -496,10 +500,6 @@ def _compare_for(key: str, condition: Precondition) -> dict[str, Any]:
     return commands.compare(key, "version", ">", 0)
 
 
-def _get_op(key: str) -> dict[str, Any]:
-    return {"op": "get", "key": key}
-
-
 def _raise_if_precondition_failed(key: str, result: dict[str, Any]) -> None:
     if result["succeeded"]:
         return
@@ -510,6 +510,7 @@ def _raise_if_precondition_failed(key: str, result: dict[str, Any]) -> None:
         412,
         "precondition_failed",
         f"precondition failed for key {key!r}: {state}",
+        headers=_replay_headers(result),
         mod_revision=mod_revision,
     )
 

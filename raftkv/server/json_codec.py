@@ -176,13 +176,15 @@ def _parse_op(item: Any, where: str, limits: Limits) -> dict[str, Any]:
         if type(prefix) is not str:
             raise _wrong_type(f"{where}.prefix", "a string", prefix)
         validate_prefix(prefix, limits, f"{where}.prefix")
-        return {"op": op, "prefix": prefix}
+        return commands.txn_delete_prefix(prefix)
     key = _parse_key(item, where, limits)
     if op == "put":
-        return {"op": op, "key": key, "value": decode_value(item, where, limits)}
+        return commands.txn_put(key, decode_value(item, where, limits))
     if op == "add":
-        return {"op": op, "key": key, "delta": _parse_int(item, "delta", where)}
-    return {"op": op, "key": key}
+        return commands.txn_add(key, _parse_int(item, "delta", where))
+    if op == "delete":
+        return commands.txn_delete(key)
+    return commands.txn_get(key)
 
 
 def _parse_key(item: dict[str, Any], where: str, limits: Limits) -> str:
