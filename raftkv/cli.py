@@ -59,6 +59,40 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=5.0, help="default request timeout in seconds")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING... (RAFTKV_LOG_LEVEL)")
     p.set_defaults(func=_run_serve, parser=p)
+    p.add_argument(
+        "--max-list-bytes",
+        type=int,
+        default=DEFAULT_LIMITS.max_list_bytes,
+        help="a list answer stops (more: true) once its keys and values reach this many bytes "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_LIMITS.max_connections,
+        help="open client connections; a new one beyond this is answered 503 "
+        "too_many_connections and closed (default %(default)s)",
+    )
+    p.add_argument(
+        "--head-timeout",
+        type=float,
+        default=DEFAULT_LIMITS.head_timeout,
+        help="seconds a request's line and headers may take to arrive; then 408 and close "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_LIMITS.idle_timeout,
+        help="seconds a client connection may stay open with no request; then it is closed "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_LIMITS.body_timeout,
+        help="seconds a request body may take to arrive; then 408 and close (default %(default)s)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -92,6 +126,11 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         default_timeout=args.timeout,
     )
 
+            max_list_bytes=args.max_list_bytes,
+            max_connections=args.max_connections,
+            head_timeout=args.head_timeout,
+            idle_timeout=args.idle_timeout,
+            body_timeout=args.body_timeout,
 
 # `raftkv serve` could not use its data dir: corrupt, or locked by another process.
 EXIT_STORAGE = 1

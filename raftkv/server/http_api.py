@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from raftkv.engine import Engine
 from raftkv.errors import (
@@ -36,7 +36,9 @@ from raftkv.server.json_codec import (
 )
 from raftkv.kv.limits import Limits
 from raftkv.kv.state_machine import KVStateMachine
+from raftkv.server.connections import ApiServer
 from raftkv.server.idempotency import IDEMPOTENCY_ERROR_STATUS, InFlightKeys
+from raftkv.server.params import decode_path, decode_query, parse_seconds, parse_uint
 from raftkv.server.responses import ApiError, json_response, no_leader
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,15 @@ log = logging.getLogger(__name__)
 _KEY_PREFIX = "/v1/kv/"
 
 MAX_IDEMPOTENCY_KEY_BYTES = 256
+# A shorter ?timeout= could only produce a 504 whose outcome is unknown.
+MIN_TIMEOUT = 0.01
+# How long aiohttp keeps reading a body nobody read (after an early 413, say)
+# so the client gets the answer rather than a reset.
+_LINGER_SECONDS = 2.0
+# Statuses after which dispatch closes the connection.
+_CLOSE_AFTER = frozenset({408, 413, 417})
+# Keys fetched from the state machine per step while filling a list answer.
+_LIST_BATCH = 256
 
 
 class HttpApi:
@@ -93,19 +104,36 @@ class HttpApi:
 
         # A legal key percent-encodes to up to 3x its bytes in the request line.
         max_line = 3 * self.limits.max_key_bytes + 1024
-        return web.Server(
-            self.dispatch, request_factory=make_request, max_line_size=max_line, access_log=None
+        return ApiServer(
+            self.dispatch,
+            limits=self.limits,
+            request_factory=make_request,
+            max_line_size=max_line,
+            lingering_time=_LINGER_SECONDS,
+            access_log=None,
         )
 
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
+            _check_body_headers(request, self.limits)
             return await self._route(request)
         except ApiError as exc:
-            return exc.response()
+            response = exc.response()
+            if exc.status in _CLOSE_AFTER:
+                # The body was not (fully) read: it must not be parsed as the
+                # next request, and a client that is this far off is done.
+                response.force_close()
+            return response
+        except ConnectionError as exc:
+            # The client went away (writing 100 Continue, say): no traceback.
+            log.info("client gone during %s %s: %r", request.method, request.path, exc)
+            return ApiError(400, "incomplete_body", "the client closed the connection").response()
         except web.HTTPRequestEntityTooLarge as exc:
-            return ApiError(
+            response = ApiError(
                 413, "request_too_large", f"request body is too large: {exc.text}"
             ).response()
+            response.force_close()
+            return response
         except Exception:
             # A bug, not the client's fault: keep the JSON error shape, and
             # say whether anything may have changed.
@@ -118,7 +146,7 @@ class HttpApi:
             ).response()
 
     async def _route(self, request: web.BaseRequest) -> web.Response:
-        path = request.path  # percent-decoded
+        path = decode_path(request.rel_url.raw_path)
         method = request.method
         if path.startswith(_KEY_PREFIX):
             key = path[len(_KEY_PREFIX):]
@@ -173,15 +201,32 @@ class HttpApi:
         keys_only = _bool(query, "keys_only")
         await self._read_fence(query)
         with self.engine.state_lock:
-            kvs, more = self.machine.range(prefix, limit, query.get("start_after"))
+            kvs, more = self._list_page(prefix, limit, query.get("start_after"), keys_only)
             revision = self.machine.revision
-        return json_response(
-            {
-                "revision": revision,
-                "kvs": [kv_to_json(kv, with_value=not keys_only) for kv in kvs],
-                "more": more,
-            }
-        )
+        return json_response({"revision": revision, "kvs": kvs, "more": more})
+
+    def _list_page(
+        self, prefix: str, limit: int | None, start_after: str | None, keys_only: bool
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` keys, stopping early (more: true) once the answer's
+        keys and values reach limits.max_list_bytes; at least one key."""
+        budget = self.limits.max_list_bytes
+        rendered: list[dict[str, Any]] = []
+        size = 0
+        while True:
+            want = _LIST_BATCH if limit is None else min(_LIST_BATCH, limit - len(rendered))
+            kvs, more = self.machine.range(prefix, want, start_after)
+            for kv in kvs:
+                if rendered and size >= budget:
+                    return rendered, True
+                item = kv_to_json(kv, with_value=not keys_only)
+                size += len(kv["key"]) + (0 if keys_only else len(item["value"]))
+                rendered.append(item)
+            if not more:
+                return rendered, False
+            if limit is not None and len(rendered) >= limit:
+                return rendered, True
+            start_after = kvs[-1]["key"]
 
     async def _read_fence(self, query: dict[str, str]) -> None:
         consistency = query.get("consistency", "linearizable")
@@ -214,7 +259,7 @@ class HttpApi:
     async def put_key(self, request: web.BaseRequest, key: str) -> web.Response:
         query = _query(request, {"timeout"})
         _check(validate_key, key, self.limits)
-        value = await request.read()
+        value = await _read_body(request, self.limits)
         _check(validate_value, value, self.limits)
         idem = _idempotency_key(request)
         condition = _precondition(request)
@@ -282,7 +327,7 @@ class HttpApi:
 
     async def txn(self, request: web.BaseRequest) -> web.Response:
         query = _query(request, {"timeout"})
-        body = await _json_body(request)
+        body = await _json_body(request, self.limits)
         command = _check(parse_txn, body, self.limits, _idempotency_key(request))
         result = await self._propose(command, query)
         return json_response(result_to_json(result), headers=_replay_headers(result))
@@ -318,17 +363,7 @@ class HttpApi:
         text = query.get("timeout")
         if text is None:
             return self.default_timeout
-        try:
-            timeout = float(text)
-        except ValueError:
-            timeout = math.nan
-        if not 0 < timeout <= self.max_timeout:
-            raise ApiError(
-                400,
-                "invalid_argument",
-                f"timeout must be a number of seconds in (0, {self.max_timeout:g}], got {text!r}",
-            )
-        return timeout
+        return parse_seconds(text, "timeout", MIN_TIMEOUT, self.max_timeout)
 
     # -- cluster -------------------------------------------------------------
 
@@ -341,7 +376,7 @@ class HttpApi:
 
     async def transfer_leadership(self, request: web.BaseRequest) -> web.Response:
         query = _query(request, {"timeout"})
-        payload = await _json_body(request, empty=None)
+        payload = await _json_body(request, self.limits, empty=None)
         target: str | None = None
         if payload is not None:
             if not isinstance(payload, dict):
@@ -397,25 +432,69 @@ def _raise_if_engine_failed(failure: str | None) -> None:
 
 
 def _query(request: web.BaseRequest, allowed: set[str]) -> dict[str, str]:
-    query = request.query
+    raw = request.rel_url.raw_query_string
+    pairs = decode_query(raw) if raw else []
+    query = dict(pairs)
     unknown = set(query) - allowed
     if unknown:
         hint = f"; allowed: {', '.join(sorted(allowed))}" if allowed else ""
         raise ApiError(
             400, "unknown_field", f"unknown query parameter(s): {', '.join(sorted(unknown))}{hint}"
         )
-    for name in query:
-        if len(query.getall(name)) > 1:
-            raise ApiError(400, "invalid_argument", f"query parameter {name!r} given more than once")
-    return dict(query)
+    if len(query) < len(pairs):
+        seen: set[str] = set()
+        twice = sorted({name for name, _ in pairs if name in seen or seen.add(name)})
+        raise ApiError(400, "invalid_argument", f"query parameter {twice[0]!r} given more than once")
+    return query
+
+
+def _check_body_headers(request: web.BaseRequest, limits: Limits) -> None:
+    """Refuse before any body is read: an Expect other than 100-continue, or
+    a Content-Length over the request limit (413 even when the client waits
+    for 100 Continue, which it then never gets)."""
+    expect = request.headers.get("Expect")
+    if expect is not None and expect.lower() != "100-continue":
+        raise ApiError(417, "expectation_failed", f"only Expect: 100-continue is supported, got {expect!r}")
+    length = request.content_length
+    if length is not None and length > limits.max_request_bytes:
+        raise ApiError(
+            413,
+            "request_too_large",
+            f"request body is {length} bytes (Content-Length); the limit is "
+            f"{limits.max_request_bytes} bytes",
+        )
+
+
+async def _read_body(request: web.BaseRequest, limits: Limits) -> bytes:
+    """The whole body, within limits.body_timeout; 100 Continue first when
+    the client asked for it (only now: a request refused before its body is
+    read gets its final answer instead)."""
+    if request.content.is_eof():  # the usual small body came with the head
+        return await request.read()
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    try:
+        async with asyncio.timeout(limits.body_timeout):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "request_timeout",
+            f"the request body did not arrive within {limits.body_timeout:g} s",
+        ) from None
+    except (ConnectionError, HttpProcessingError) as exc:
+        # The client went away mid-body or sent a broken one (bad chunk
+        # size): nothing to apply, nothing for the log to trace.
+        log.info("incomplete request body on %s %s: %r", request.method, request.path, exc)
+        raise ApiError(400, "incomplete_body", f"the request body is incomplete: {exc}") from None
 
 
 _NO_DEFAULT = object()
 
 
-async def _json_body(request: web.BaseRequest, empty: Any = _NO_DEFAULT) -> Any:
+async def _json_body(request: web.BaseRequest, limits: Limits, empty: Any = _NO_DEFAULT) -> Any:
     """The request body as JSON; ``empty`` (if given) stands for a blank body."""
-    body = await request.read()
+    body = await _read_body(request, limits)
     if empty is not _NO_DEFAULT and not body.strip():
         return empty
     try:
@@ -435,9 +514,7 @@ def _positive_int(query: dict[str, str], name: str) -> int | None:
     text = query.get(name)
     if text is None:
         return None
-    if not text.isdigit() or int(text) < 1:
-        raise ApiError(400, "invalid_argument", f"{name} must be a positive integer, got {text!r}")
-    return int(text)
+    return parse_uint(text, name, minimum=1)
 
 
 def _bool(query: dict[str, str], name: str) -> bool:
@@ -483,13 +560,7 @@ def _precondition(request: web.BaseRequest) -> Precondition | None:
     if tag.startswith("W/"):
         raise ApiError(400, "invalid_argument", "weak ETags are not supported in If-Match")
     digits = tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else tag
-    if not digits.isdigit():
-        raise ApiError(
-            400,
-            "invalid_argument",
-            f'If-Match must be a mod_revision like "12" (the ETag of a GET), got {if_match!r}',
-        )
-    return ("mod_revision", int(digits))
+    return ("mod_revision", parse_uint(digits, 'If-Match (a mod_revision like "12", the ETag of a GET)'))
 
 
 def _compare_for(key: str, condition: Precondition) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -37,9 +38,26 @@ class ApiError(Exception):
         self.headers = headers
         self.extra = extra
 
+    def body(self) -> bytes:
+        return orjson.dumps({"error": {"code": self.code, "message": self.message, **self.extra}}) + b"\n"
+
     def response(self) -> web.Response:
-        body = {"error": {"code": self.code, "message": self.message, **self.extra}}
-        return json_response(body, self.status, self.headers)
+        return web.Response(body=self.body(), status=self.status, content_type=JSON, headers=self.headers)
+
+
+def raw_error_response(error: ApiError) -> bytes:
+    """A complete HTTP/1.1 response that closes the connection, as bytes: for
+    answers written straight to a transport, outside any request (a refused
+    connection, a request head that never finished)."""
+    body = error.body()
+    head = [
+        f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}",
+        f"Content-Type: {JSON}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in (error.headers or {}).items()),
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
 def no_leader(message: str) -> ApiError:
