@@ -56,9 +56,6 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-value-bytes", type=int, default=DEFAULT_LIMITS.max_value_bytes)
     p.add_argument("--max-txn-ops", type=int, default=DEFAULT_LIMITS.max_txn_ops)
     p.add_argument("--max-request-bytes", type=int, default=DEFAULT_LIMITS.max_request_bytes)
-    p.add_argument("--timeout", type=float, default=5.0, help="default request timeout in seconds")
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING... (RAFTKV_LOG_LEVEL)")
-    p.set_defaults(func=_run_serve, parser=p)
     p.add_argument(
         "--max-list-bytes",
         type=int,
@@ -93,6 +90,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_LIMITS.body_timeout,
         help="seconds a request body may take to arrive; then 408 and close (default %(default)s)",
     )
+    p.add_argument("--timeout", type=float, default=5.0, help="default request timeout in seconds")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING... (RAFTKV_LOG_LEVEL)")
+    p.set_defaults(func=_run_serve, parser=p)
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -122,15 +122,15 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
             max_value_bytes=args.max_value_bytes,
             max_txn_ops=args.max_txn_ops,
             max_request_bytes=args.max_request_bytes,
-        ),
-        default_timeout=args.timeout,
-    )
-
             max_list_bytes=args.max_list_bytes,
             max_connections=args.max_connections,
             head_timeout=args.head_timeout,
             idle_timeout=args.idle_timeout,
             body_timeout=args.body_timeout,
+        ),
+        default_timeout=args.timeout,
+    )
+
 
 # `raftkv serve` could not use its data dir: corrupt, or locked by another process.
 EXIT_STORAGE = 1
