@@ -42,7 +42,7 @@ from raftsim.kv import encode_command
 from raftsim.loop import run_deterministically
 from raftsim.network import NetworkFaults, SimNetwork
 from raftsim.node import NodeOptions, SimNode
-from raftsim.readiness import check_ready_nodes
+from raftsim.readiness import ReadinessCheck
 
 TICK = 0.05  # virtual seconds per Raft tick (NativeOptions.tick_ms)
 
@@ -58,9 +58,9 @@ class SimulationFailure(AssertionError):
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
-    chaos_ticks: int = 100
+    chaos_ticks: int = 70
     calm_ticks: int = 400  # upper bound; the run ends as soon as the cluster converged
-    calm_op_ticks: int = 20  # clients keep issuing operations this long after healing
+    calm_op_ticks: int = 10  # clients keep issuing operations this long after healing
     clients: int = 3
     keys: int = 2
     op_timeout_ticks: int = 30
@@ -151,6 +151,9 @@ class Simulation:
         self._impaired: tuple[str, int] | None = None
         self._wiped_waiting: dict[str, int] = {}  # node -> the term it may have voted in
         self.checker = InvariantChecker(ConfState(self.voters))
+        # election_ticks of a node's ticks, which run up to 20% slow; a tick
+        # of ours between checks; the network's delay.
+        self.readiness = ReadinessCheck(TICK * (self.election_ticks * 1.2 + 2) + self.faults.max_delay)
         self.nodes: dict[str, SimNode] = {}
 
     # ------------------------------------------------------------------
@@ -237,7 +240,7 @@ class Simulation:
         nodes = list(self.nodes.values())
         try:
             self.checker.check_durable_quorum(nodes)
-            check_ready_nodes(nodes, self.checker)
+            self.readiness.check(asyncio.get_running_loop().time(), nodes, self.checker)
         except SafetyViolation as exc:
             raise SimulationFailure(self.seed, f"at {asyncio.get_running_loop().time():.2f}s: {exc}") from exc
         impaired = self._impaired

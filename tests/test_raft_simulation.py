@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -142,3 +144,16 @@ def test_readiness_invariant_is_active_once_the_engine_decides_readiness() -> No
     # raftkv.engines.native.readiness as soon as that module exists.
     exists = importlib.util.find_spec("raftkv.engines.native.readiness") is not None
     assert sim_readiness.ACTIVE is exists
+
+
+def test_a_seed_replays_exactly_in_another_process() -> None:
+    # String hashing differs between processes (PYTHONHASHSEED): a run that
+    # iterated a set of node ids to decide what happens would not replay.
+    script = "from raftsim import run_simulation; print(run_simulation(11))"
+    outputs = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.add(done.stdout)
+    assert len(outputs) == 1, outputs
