@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from pathlib import Path
 from urllib.parse import unquote
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -28,6 +30,7 @@ from raftkv.client import (
     OutcomeUnknown,
     PreconditionFailed,
     RequestRejected,
+    ResultExpired,
     Unavailable,
 )
 from raftkv.client.discovery import leader_endpoint
@@ -56,6 +59,11 @@ from raftkv.client.retry import (
 from raftkv.client.txn import txn_body
 from raftkv.client.values import decode_value, encode_value, key_path, to_bytes
 from raftkv.errors import NoLeaderError, OutcomeUnknownError
+from jepsen_style.workloads.base import Op as HistoryOp
+from jepsen_style.workloads.clients import perform
+from jepsen_style.workloads.node_api import NodeApi
+from jepsen_style.workloads.recorder import HistoryRecorder
+from jepsen_style.workloads.set_workload import SET_NAME, SetWorkload
 
 # ---------------------------------------------------------------- pure: retry
 
@@ -489,6 +497,37 @@ def test_504_everywhere_is_outcome_unknown_with_the_key(scripted: ScriptedServer
     assert sent == {info.value.idempotency_key}
     assert len(scripted.requests()) == 3
     assert "may or may not have been applied" in str(info.value)
+
+
+IN_FLIGHT = ("json", (409, {"error": {"code": "idempotency_key_in_flight", "message": "busy"}}, {"Retry-After": "0"}))
+
+
+def test_409_in_flight_is_asked_again_with_the_same_key(scripted: ScriptedServer) -> None:
+    replay = ("json", (200, PUT_OK[1][1], {"Idempotency-Replayed": "true"}))
+    scripted.script = [UNKNOWN, IN_FLIGHT, replay]
+    result = run(lambda c: c.put("k", "v"), [scripted.url])
+    assert result.replayed and result.revision == 7
+    assert len({r.headers["Idempotency-Key"] for r in scripted.requests()}) == 1
+
+
+def test_409_in_flight_to_the_end_is_outcome_unknown(scripted: ScriptedServer) -> None:
+    """The earlier attempt the node is still working on may yet apply."""
+    scripted.script = [NO_LEADER, IN_FLIGHT, IN_FLIGHT]
+    with pytest.raises(OutcomeUnknown):
+        run(lambda c: c.put("k", "v"), [scripted.url], retries=2)
+
+
+def test_422_answers_for_a_spent_key(scripted: ScriptedServer) -> None:
+    expired = ("json", (422, {"error": {"code": "idempotency_result_expired", "message": "applied once"}}, None))
+    reused = ("json", (422, {"error": {"code": "idempotency_key_reused", "message": "other request"}}, None))
+    scripted.script = [expired, reused]
+    with pytest.raises(ResultExpired) as info:
+        run(lambda c: c.put("k", "v", idempotency_key="spent"), [scripted.url])
+    assert info.value.idempotency_key == "spent" and not isinstance(info.value, RequestRejected)
+    with pytest.raises(RequestRejected) as rejected:
+        run(lambda c: c.delete("k", idempotency_key="spent"), [scripted.url])
+    assert (rejected.value.status, rejected.value.code) == (422, "idempotency_key_reused")
+    assert len(scripted.requests()) == 2  # neither was retried
 
 
 def test_504_then_replayed_success(scripted: ScriptedServer) -> None:
@@ -1004,3 +1043,47 @@ def test_e2e_client_rides_over_a_leader_crash(make_cluster: Callable[..., LocalC
             assert c.leader_endpoint not in (None, leader_endpoint)
 
     asyncio.run(go())
+
+
+# ------------------------------------------------- certainty: "not sent" only if so
+
+
+def test_a_write_in_flight_on_a_reused_connection_to_a_killed_node_is_unknown(tmp_path: Path) -> None:
+    """aiohttp re-sends a PUT on a new connection when the kept-alive one
+    breaks; the node was killed after reading it, so that connect is
+    refused. Neither the harness nor the client may call that "not sent":
+    the node may have applied the write before it died."""
+    cluster = LocalCluster(tmp_path / "c")
+    cluster.start()
+    try:
+        leader = cluster.wait_ready()
+        target = cluster.node(leader).url
+
+        async def go() -> tuple[Any, BaseException | None]:
+            recorder = HistoryRecorder(tmp_path / "history.jsonl")
+            async with aiohttp.ClientSession() as session, AsyncClient([target], timeout=3.0, retries=2) as client:
+                api = NodeApi(session, target)
+                # Open the kept-alive connections the writes will reuse.
+                assert (await api.get("warm-up")).status == 404
+                assert await client.get("warm-up") is None
+                for node in cluster.nodes:  # no quorum: the writes stay in flight
+                    if node.node_id != leader:
+                        cluster.pause(node.node_id)
+                harness_write = asyncio.ensure_future(
+                    perform(SetWorkload(), api, HistoryOp("add", SET_NAME, 7), 0, recorder)
+                )
+                client_write = asyncio.ensure_future(client.put("in-flight", b"v"))
+                await asyncio.sleep(0.3)
+                assert not harness_write.done() and not client_write.done()
+                cluster.kill(leader)
+                completion = await harness_write
+                error = (await asyncio.gather(client_write, return_exceptions=True))[0]
+                recorder.close()
+                return (completion, recorder.events[-1]), error
+
+        (completion, event), error = asyncio.run(go())
+        assert completion.type == "info" and event.type == "info", completion
+        assert isinstance(error, OutcomeUnknown), error
+        assert "may or may not have been applied" in str(error)
+    finally:
+        cluster.stop()

@@ -5,6 +5,12 @@ A request either never reached the node (`RequestNotSent`: the operation
 certainly did not happen, so it may be recorded as `fail`) or its outcome is
 unknown (`OutcomeUnknown`: timeout, connection lost mid-request; recorded as
 `info`). Anything the node answered comes back as a `Reply`.
+
+"Never reached" is claimed only when the connect of the request's one and
+only attempt failed: aiohttp would otherwise re-send a PUT on a new
+connection after the first one broke (the node may have applied it before it
+died), and a refused re-connect would pass for "not sent"
+(raftkv/client/attempts.py stops the re-send and keeps the record).
 """
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from raftkv.client.attempts import SingleAttempt
+
 # Server-side deadline for one request; the client waits a little longer so a
 # slow node answers 504 outcome_unknown rather than the client giving up first.
 DEFAULT_SERVER_TIMEOUT_S = 2.0
@@ -23,7 +31,7 @@ CLIENT_GRACE_S = 1.0
 
 
 class RequestNotSent(Exception):
-    """The node could not be reached; nothing was sent, nothing happened."""
+    """The request's only connect failed; nothing was sent, nothing happened."""
 
 
 class OutcomeUnknown(Exception):
@@ -65,14 +73,16 @@ class NodeApi:
                       body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
         query = {"timeout": f"{self.server_timeout_s:g}", **(params or {})}
         timeout = aiohttp.ClientTimeout(total=self.server_timeout_s + CLIENT_GRACE_S)
+        attempt = SingleAttempt()
         try:
             async with self.session.request(method, self.base_url + path, params=query, data=body,
-                                            headers=headers, timeout=timeout) as response:
+                                            headers=headers, timeout=timeout,
+                                            middlewares=(attempt,)) as response:
                 data = await response.read()
                 return Reply(response.status, data, dict(response.headers))
-        except aiohttp.ClientConnectorError as error:
-            raise RequestNotSent(str(error)) from None
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as error:
+            if attempt.proves_not_sent(error):
+                raise RequestNotSent(str(error)) from None
             raise OutcomeUnknown(f"{type(error).__name__}: {error}") from None
 
     async def get(self, key: str, serializable: bool = False) -> Reply:

@@ -8,6 +8,7 @@ from raftkv.client.errors import (
     OutcomeUnknown,
     PreconditionFailed,
     RequestRejected,
+    ResultExpired,
     Unavailable,
 )
 from raftkv.client.models import (
@@ -42,6 +43,7 @@ __all__ = [
     "PreconditionFailed",
     "PutResult",
     "RequestRejected",
+    "ResultExpired",
     "TxnOpResult",
     "TxnResult",
     "Unavailable",

@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from raftkv.client.attempts import SingleAttempt
 from raftkv.client.discovery import leader_endpoint
 from raftkv.client.errors import (
     ClientError,
@@ -22,6 +23,7 @@ from raftkv.client.errors import (
     OutcomeUnknown,
     PreconditionFailed,
     RequestRejected,
+    ResultExpired,
     Unavailable,
 )
 from raftkv.client.models import (
@@ -45,7 +47,7 @@ from raftkv.client.retry import (
     Failure,
     RequestKind,
     backoff_delay,
-    failure_for_status,
+    failure_for_answer,
     is_retryable,
     may_have_applied,
     normalize_endpoint,
@@ -221,7 +223,7 @@ class AsyncClient:
             headers=_write_headers(ikey, if_mod_revision, if_absent),
             idempotency_key=ikey,
         )
-        self._raise_for_status(resp)
+        self._raise_for_status(resp, ikey)
         return parse_put(resp.json(), value=data, replayed=resp.replayed)
 
     async def delete(
@@ -242,7 +244,7 @@ class AsyncClient:
             headers=_write_headers(ikey, if_mod_revision, False),
             idempotency_key=ikey,
         )
-        self._raise_for_status(resp)
+        self._raise_for_status(resp, ikey)
         return parse_delete(resp.json(), replayed=resp.replayed)
 
     async def list(
@@ -283,7 +285,7 @@ class AsyncClient:
             headers={"Idempotency-Key": ikey},
             idempotency_key=ikey,
         )
-        self._raise_for_status(resp)
+        self._raise_for_status(resp, ikey)
         return parse_delete(resp.json(), replayed=resp.replayed)
 
     async def txn(
@@ -304,7 +306,7 @@ class AsyncClient:
             headers={"Idempotency-Key": ikey, "Content-Type": "application/json"},
             idempotency_key=ikey,
         )
-        self._raise_for_status(resp)
+        self._raise_for_status(resp, ikey)
         return parse_txn(resp.json(), replayed=resp.replayed)
 
     # -- cluster API -------------------------------------------------------
@@ -419,16 +421,24 @@ class AsyncClient:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        attempt: SingleAttempt | None = None,
     ) -> RawResponse:
-        """One HTTP exchange. Connection-level errors propagate as aiohttp /
-        asyncio exceptions for the caller to classify."""
+        """One HTTP exchange, never re-sent by aiohttp (see attempts.py).
+        Connection-level errors propagate as aiohttp / asyncio exceptions for
+        the caller to classify with ``attempt``."""
         t = self.timeout if timeout is None else timeout
         query = dict(params or {})
         query["timeout"] = f"{min(t, SERVER_MAX_TIMEOUT):g}"
         url = URL(endpoint + path, encoded=True).update_query(query)
         client_timeout = aiohttp.ClientTimeout(total=t + min(MAX_RESPONSE_GRACE, t / 4), sock_connect=min(t, 2.0))
         async with self._get_session().request(
-            method, url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
+            method,
+            url,
+            data=body,
+            headers=headers,
+            timeout=client_timeout,
+            allow_redirects=False,
+            middlewares=(attempt or SingleAttempt(),),
         ) as resp:
             data = await resp.read()
             return RawResponse(endpoint, resp.status, resp.headers, data)
@@ -452,24 +462,27 @@ class AsyncClient:
         for attempt in range(self.retries + 1):
             endpoint = self._selector.pick(attempt, order)
             retry_after: float | None = None
+            attempt_record = SingleAttempt()
             try:
-                resp = await self._send_once(endpoint, method, path, params, body, headers)
-            except aiohttp.ClientConnectorError as exc:
-                failure, last_error = Failure.NOT_SENT, f"{endpoint}: cannot connect ({exc.os_error})"
-                self._selector.mark_failed(endpoint, time.monotonic())
-            except aiohttp.ConnectionTimeoutError:
-                failure, last_error = Failure.NOT_SENT, f"{endpoint}: connect timed out"
-                self._selector.mark_failed(endpoint, time.monotonic())
+                resp = await self._send_once(
+                    endpoint, method, path, params, body, headers, attempt=attempt_record
+                )
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                failure = Failure.LOST
-                last_error = f"{endpoint}: {type(exc).__name__}: {exc or 'no response in time'}"
+                if attempt_record.proves_not_sent(exc):
+                    failure, last_error = Failure.NOT_SENT, f"{endpoint}: cannot connect ({exc})"
+                else:
+                    failure = Failure.LOST
+                    last_error = f"{endpoint}: {type(exc).__name__}: {exc or 'no response in time'}"
                 self._selector.mark_failed(endpoint, time.monotonic())
             else:
-                failure = failure_for_status(resp.status)
+                # Only error answers are parsed: a 200's body may be a 1 MiB value.
+                code, message = "", ""
+                if resp.status >= 400:
+                    code, message, _ = parse_error(resp.status, _json_or_none(resp))
+                failure = failure_for_answer(resp.status, code)
                 if failure is None:
                     self._selector.mark_ok(endpoint)
                     return resp
-                code, message, _ = parse_error(resp.status, _json_or_none(resp))
                 last_error = f"{endpoint}: {resp.status} {code}: {message}"
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 if failure is Failure.NO_LEADER:
@@ -497,10 +510,12 @@ class AsyncClient:
         )
 
     @staticmethod
-    def _raise_for_status(resp: RawResponse) -> None:
+    def _raise_for_status(resp: RawResponse, idempotency_key: str | None = None) -> None:
         if 200 <= resp.status < 300:
             return
         code, message, details = parse_error(resp.status, _json_or_none(resp))
+        if code == "idempotency_result_expired":
+            raise ResultExpired(message, idempotency_key)
         if resp.status == 412 or code == "precondition_failed":
             mod_revision = details.get("mod_revision")
             if not isinstance(mod_revision, int):

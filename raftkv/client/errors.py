@@ -42,6 +42,17 @@ class OutcomeUnknown(ClientError, OutcomeUnknownError):
         self.idempotency_key = idempotency_key
 
 
+class ResultExpired(ClientError):
+    """The write with this idempotency key was applied, once, earlier; the
+    server no longer keeps its result (see docs/api.md, retention), so it
+    cannot be replayed. Nothing was applied by this request. Read the keys to
+    see the state."""
+
+    def __init__(self, message: str, idempotency_key: str | None) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+
+
 class InvalidResponse(ClientError):
     """The server answered with something that breaks the API contract."""
 

@@ -46,21 +46,33 @@ class RequestKind(enum.Enum):
 
 
 class Failure(enum.Enum):
-    NOT_SENT = "not_sent"  # connection refused / connect timeout
-    LOST = "lost"  # sent, then the connection broke or the response timed out
+    # The connect of the request's only attempt failed (refused, timed out):
+    # nothing reached a server. See attempts.py for why only then.
+    NOT_SENT = "not_sent"
+    LOST = "lost"  # may have been sent, then the connection broke or the response timed out
     NO_LEADER = "no_leader"  # 503: the server says nothing was applied
     TIMED_OUT = "timed_out"  # 504: submitted, outcome unknown
     SERVER_ERROR = "server_error"  # other 5xx: treat like LOST
+    # 409 idempotency_key_in_flight: the node is still working on an earlier
+    # attempt with this key, which may yet apply; ask again for its answer.
+    IN_FLIGHT = "in_flight"
 
 
 def may_have_applied(failure: Failure) -> bool:
-    return failure in (Failure.LOST, Failure.TIMED_OUT, Failure.SERVER_ERROR)
+    return failure in (Failure.LOST, Failure.TIMED_OUT, Failure.SERVER_ERROR, Failure.IN_FLIGHT)
 
 
 def is_retryable(kind: RequestKind, failure: Failure) -> bool:
     if kind is RequestKind.CONTROL:
         return not may_have_applied(failure)
     return True
+
+
+def failure_for_answer(status: int, code: str) -> Failure | None:
+    """The retry class of an answer (status and error code), or None when it is final."""
+    if status == 409 and code == "idempotency_key_in_flight":
+        return Failure.IN_FLIGHT
+    return failure_for_status(status)
 
 
 def failure_for_status(status: int) -> Failure | None:
