@@ -20,7 +20,7 @@ from jepsen_style.history import HistoryFormatError
 from jepsen_style.nemesis.executor import Nemesis
 from jepsen_style.nemesis.kinds import KINDS
 from jepsen_style.nemesis.link_proxies import LinkProxies
-from jepsen_style.nemesis.schedule import plan_faults
+from jepsen_style.nemesis.schedule import PlannedFault, plan_faults
 from jepsen_style.report.results import build_results, write_results
 from jepsen_style.report.html import write_report
 from jepsen_style.workloads import CheckOutcome, Workload, make_workload
@@ -91,6 +91,8 @@ async def _run(config: RunConfig) -> RunResult:
     check: CheckOutcome | None = None
     checkable = False
     faults = 0
+    plan = plan_faults(config.nemeses, config.time_s, random.Random(f"{config.seed}/schedule"),
+                       config.quiet_s, config.fault_s)
     try:
         try:
             await asyncio.to_thread(_start_cluster, cluster, proxies)
@@ -104,7 +106,7 @@ async def _run(config: RunConfig) -> RunResult:
                               recorder.record_nemesis)
             recorder.start_clock()
             phases["workload_start"] = time.monotonic() - run_started
-            await _run_workload(config, workload, apis, recorder, nemesis)
+            await _run_workload(config, workload, apis, recorder, nemesis, plan)
             faults = nemesis.faults_injected
             phases["workload_end"] = time.monotonic() - run_started
             await nemesis.heal_everything()
@@ -136,7 +138,8 @@ async def _run(config: RunConfig) -> RunResult:
             errors.append(f"the recorded history is malformed (a harness bug): {error}")
     exit_code = _exit_code(check, errors)
     results = build_results(config=_config_dict(config), events=recorder.events, check=check,
-                            harness_errors=errors, exit_code=exit_code, faults=faults, phases=phases)
+                            harness_errors=errors, exit_code=exit_code, faults=faults, phases=phases,
+                            planned=[fault.kind for fault in plan])
     write_results(config.out / "results.json", results)
     if check is not None and check.failure_svg:
         (config.out / "failure.svg").write_text(check.failure_svg, encoding="utf-8")
@@ -160,7 +163,7 @@ async def _setup_workload(workload: Workload, apis: list[NodeApi]) -> None:
 
 
 async def _run_workload(config: RunConfig, workload: Workload, apis: list[NodeApi],
-                        recorder: HistoryRecorder, nemesis: Nemesis) -> None:
+                        recorder: HistoryRecorder, nemesis: Nemesis, plan: list[PlannedFault]) -> None:
     started = time.monotonic()
     stop_at = started + config.time_s
     interval = config.concurrency / config.rate
@@ -171,8 +174,6 @@ async def _run_workload(config: RunConfig, workload: Workload, apis: list[NodeAp
                                        interval, stop_at, numbers))
         for worker in range(config.concurrency)
     ]
-    plan = plan_faults(config.nemeses, config.time_s, random.Random(f"{config.seed}/schedule"),
-                       config.quiet_s, config.fault_s)
     stop_nemesis = asyncio.Event()
     nemesis_task = asyncio.create_task(nemesis.run(plan, started, stop_nemesis))
     done, pending = await asyncio.wait(clients, timeout=config.time_s + DRAIN_TIMEOUT_S)
@@ -236,16 +237,24 @@ def _config_dict(config: RunConfig) -> dict[str, Any]:
     return data
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _summary(config: RunConfig, results: dict[str, Any]) -> str:
     counts = results["counts"]
     nemesis = ", ".join(config.nemeses) or "none"
     lines = [
-        f"{config.workload} workload, nemesis {nemesis} ({results['nemesis']['faults']} faults), "
+        f"{config.workload} workload, nemesis {nemesis} ({_plural(results['nemesis']['faults'], 'fault')}), "
         f"{config.nodes} nodes, {config.engine} engine, {config.time_s:g} s, seed {config.seed}",
-        f"operations: {counts['operations']} (ok {counts['ok']}, fail {counts['fail']}, "
-        f"info {counts['info']}); latency p50 {results['latency_ms']['p50']} ms, "
+        f"operations: {counts['operations']} (ok {counts['ok']}, cas compare false {counts['cas_false']}, "
+        f"fail {counts['fail']}, info {counts['info']}); latency p50 {results['latency_ms']['p50']} ms, "
         f"p99 {results['latency_ms']['p99']} ms",
     ]
+    by_reason: dict[str, list[str]] = {}
+    for skipped in results["nemesis"]["not_run"]:
+        by_reason.setdefault(skipped["reason"], []).append(skipped["kind"])
+    lines += [f"  did not run: {', '.join(kinds)} ({reason})" for reason, kinds in by_reason.items()]
     verdict = results["verdict"]
     checked = f" ({results['checked']})" if results.get("checked") else ""
     label = {"valid": "VALID", "invalid": "INVALID: anomalies found",

@@ -346,6 +346,7 @@ def test_register_run_with_kill_and_partition_nemeses_is_valid(tmp_path: Path) -
     results = json.loads((out / "results.json").read_text())
     assert results["valid"] is True and results["exit_code"] == 0
     assert results["nemesis"]["faults"] >= 2
+    assert set(results["nemesis"]["ran"]) == {"kill", "partition"} and results["nemesis"]["not_run"] == []
     assert results["counts"]["ok"] > 100
     events = read_history(out / "history.jsonl")
     assert {e.f for e in events if e.is_nemesis} >= {"kill", "partition"}

@@ -12,9 +12,14 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from jepsen_style.report.stats import FaultInterval, TimedOp, throughput  # noqa: E402
+from jepsen_style.report.stats import CAS_FALSE, FaultInterval, TimedOp, throughput  # noqa: E402
 
-OUTCOME_COLORS = {"ok": "#2e7d32", "fail": "#c62828", "info": "#ef8f00", "open": "#7b1fa2"}
+# A cas whose compare was false is a correct, definite answer: blue, not the
+# red of operations that failed.
+OUTCOME_COLORS = {"ok": "#2e7d32", CAS_FALSE: "#1e88e5", "fail": "#c62828", "info": "#ef8f00",
+                  "open": "#7b1fa2"}
+OUTCOME_LABELS = {"ok": "ok", CAS_FALSE: "cas: compare false", "fail": "fail", "info": "info (unknown)",
+                  "open": "open"}
 # One light colour per nemesis kind (there are ten).
 FAULT_COLORS = ["#90caf9", "#f48fb1", "#ce93d8", "#a5d6a7", "#ffcc80", "#b0bec5",
                 "#80deea", "#fff59d", "#bcaaa4", "#ef9a9a"]
@@ -30,8 +35,9 @@ def _shade_faults(axes: Axes, faults: Sequence[FaultInterval]) -> list[Patch]:
 
 
 def _outcome_handles(ops: Sequence[TimedOp]) -> list[Patch]:
-    present = {op.type for op in ops}
-    return [Patch(color=color, label=kind) for kind, color in OUTCOME_COLORS.items() if kind in present]
+    present = {op.outcome for op in ops}
+    return [Patch(color=color, label=OUTCOME_LABELS[kind]) for kind, color in OUTCOME_COLORS.items()
+            if kind in present]
 
 
 def _save(figure: plt.Figure, path: Path) -> None:
@@ -49,7 +55,7 @@ def timeline_png(path: Path, ops: Sequence[TimedOp], faults: Sequence[FaultInter
     fault_handles = _shade_faults(axes, faults)
     segments = [[(op.start, row[op.process]), (max(op.end, op.start + 0.005), row[op.process])]
                 for op in ops]
-    colors = [OUTCOME_COLORS[op.type] for op in ops]
+    colors = [OUTCOME_COLORS[op.outcome] for op in ops]
     axes.add_collection(LineCollection(segments, colors=colors, linewidths=4))
     axes.autoscale()
     axes.set_yticks(range(len(processes)))
@@ -67,10 +73,10 @@ def latency_png(path: Path, ops: Sequence[TimedOp], faults: Sequence[FaultInterv
     figure, axes = plt.subplots(figsize=(WIDTH_IN, HEIGHT_IN))
     fault_handles = _shade_faults(axes, faults)
     for kind, color in OUTCOME_COLORS.items():
-        chosen = [op for op in ops if op.type == kind and kind != "open"]
+        chosen = [op for op in ops if op.outcome == kind and kind != "open"]
         if chosen:
             axes.scatter([op.start for op in chosen], [max(op.latency * 1000, 0.1) for op in chosen],
-                         s=6, color=color, label=kind)
+                         s=6, color=color, label=OUTCOME_LABELS[kind])
     axes.set_yscale("log")
     axes.set_xlabel("time (s)")
     axes.set_ylabel("latency (ms)")
@@ -85,7 +91,7 @@ def throughput_png(path: Path, ops: Sequence[TimedOp], faults: Sequence[FaultInt
     fault_handles = _shade_faults(axes, faults)
     for kind, points in throughput(ops).items():
         axes.step([t for t, _ in points], [c for _, c in points], where="post",
-                  color=OUTCOME_COLORS[kind], label=kind)
+                  color=OUTCOME_COLORS[kind], label=OUTCOME_LABELS[kind])
     axes.set_xlabel("time (s)")
     axes.set_ylabel("completions per second")
     axes.set_title("Throughput (shaded: faults)")

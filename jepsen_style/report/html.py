@@ -24,8 +24,16 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; font-size: 0.9em; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 img { max-width: 100%; border: 1px solid #ddd; margin-bottom: 1em; }
-.anomaly { color: #c62828; }
+.anomaly { color: #c62828; } .note { color: #555; font-size: 0.9em; max-width: 60em; }
 """
+
+# What "N of M operations" in an anomaly counts.
+LONGEST_ORDER_NOTE = (
+    "In \"the longest linearizable order found has N of M operations\", M counts the checked "
+    "operations on that key and N the most of them the checker could put in one order that respects "
+    "real time and gives every operation its recorded answer; no order takes the rest, so some "
+    "answer (typically a stale read) is impossible in a linearizable store."
+)
 
 
 def write_report(out: Path, results: dict[str, Any], events: Sequence[HistoryEvent],
@@ -56,6 +64,24 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
+def _ran_text(nemesis: dict[str, Any]) -> str:
+    ran = nemesis.get("ran")
+    if ran is None:  # results written before reports said which ran
+        return "see the faults below"
+    return ", ".join(f"{kind} ({count}x)" for kind, count in ran.items()) or "none"
+
+
+def coverage_text(coverage: dict[str, int]) -> str:
+    """What "Checked: N operations" counts, in words."""
+    return (
+        f"The checker took {coverage['checked']} of the {coverage['recorded']} recorded operations: "
+        "the ok ones, every cas whose compare was false (a definite answer) and every write or cas "
+        "with an unknown outcome (it may or may not have happened; the checker tries both). It left "
+        f"out {coverage['left_out_failed']} failed reads and writes (they certainly did nothing) and "
+        f"{coverage['left_out_unanswered_reads']} reads without an answer (they constrain nothing)."
+    )
+
+
 def _fault_target(detail: Any) -> str:
     """"n1 | n2 n3" for a partition, the node list otherwise."""
     if isinstance(detail, dict):
@@ -81,6 +107,8 @@ def render_html(results: dict[str, Any], pictures: list[str], has_failure_svg: b
         f"<p>{_e(meaning)}" + (f" Checked: {_e(results['checked'])}." if results.get("checked") else "")
         + "</p>",
     ]
+    if results.get("check_coverage"):
+        parts.append(f"<p class='note'>{_e(coverage_text(results['check_coverage']))}</p>")
     if results["harness_errors"]:
         parts.append("<h2>Harness errors</h2><ul>"
                      + "".join(f"<li class='anomaly'>{_e(e)}</li>" for e in results["harness_errors"])
@@ -97,8 +125,11 @@ def render_html(results: dict[str, Any], pictures: list[str], has_failure_svg: b
             parts.append("<img src='failure.svg' alt='failing sub-history'>")
         if results.get("failure"):
             parts.append(f"<pre>{_e(results['failure'])}</pre>")
+        parts.append(f"<p class='note'>{_e(LONGEST_ORDER_NOTE)}</p>")
     parts.append("<h2>Run</h2>" + _table([
-        ("workload", config["workload"]), ("nemesis", ", ".join(config["nemeses"]) or "none"),
+        ("workload", config["workload"]),
+        ("nemeses requested", ", ".join(config["nemeses"]) or "none"),
+        ("nemeses that ran", _ran_text(results["nemesis"])),
         ("engine", config["engine"]), ("nodes", config["nodes"]), ("time (s)", config["time_s"]),
         ("concurrency", config["concurrency"]), ("rate (ops/s)", config["rate"]),
         ("seed", config["seed"]),
@@ -106,6 +137,8 @@ def render_html(results: dict[str, Any], pictures: list[str], has_failure_svg: b
     ]))
     parts.append("<h2>Operations</h2>" + _table([
         ("operations", counts["operations"]), ("ok (happened)", counts["ok"]),
+        ("cas: compare false (a definite answer: the value differed, nothing written)",
+         counts.get("cas_false", 0)),
         ("fail (certainly did not happen)", counts["fail"]),
         ("info (outcome unknown, e.g. timeout)", counts["info"]),
         ("open (no completion recorded)", counts["open"]),
@@ -113,13 +146,20 @@ def render_html(results: dict[str, Any], pictures: list[str], has_failure_svg: b
     ]))
     by_function = counts["by_function"]
     if by_function:
-        parts.append("<table><tr><th>function</th><th>ok</th><th>fail</th><th>info</th><th>open</th></tr>"
-                     + "".join(f"<tr><td>{_e(f)}</td><td>{c['ok']}</td><td>{c['fail']}</td>"
+        parts.append("<table><tr><th>function</th><th>ok</th><th>cas: compare false</th><th>fail</th>"
+                     "<th>info</th><th>open</th></tr>"
+                     + "".join(f"<tr><td>{_e(f)}</td><td>{c['ok']}</td><td>{c.get('cas_false', 0)}</td>"
+                               f"<td>{c['fail']}</td>"
                                f"<td>{c['info']}</td><td>{c['open']}</td></tr>"
                                for f, c in sorted(by_function.items()))
                      + "</table>")
     intervals = results["nemesis"]["intervals"]
     parts.append(f"<h2>Faults ({len(intervals)})</h2>")
+    not_run = results["nemesis"].get("not_run", [])
+    if not_run:
+        parts.append("<p>Requested but not run:</p><ul>"
+                     + "".join(f"<li><b>{_e(n['kind'])}</b>: {_e(n['reason'])}</li>" for n in not_run)
+                     + "</ul>")
     if intervals:
         parts.append("<table><tr><th>fault</th><th>from (s)</th><th>to (s)</th><th>target</th></tr>"
                      + "".join(f"<tr><td>{_e(i['kind'])}</td><td>{i['start']}</td><td>{i['end']}</td>"

@@ -22,6 +22,16 @@ class TimedOp:
     def latency(self) -> float:
         return self.end - self.start
 
+    @property
+    def outcome(self) -> str:
+        """The type, except that a failed cas is "cas-false": its compare was false,
+        a definite answer the checker uses (the register workload records a cas it
+        does not know was applied as info, never as fail)."""
+        return CAS_FALSE if self.f == "cas" and self.type == "fail" else self.type
+
+
+CAS_FALSE = "cas-false"
+
 
 @dataclass(frozen=True, slots=True)
 class FaultInterval:
@@ -72,12 +82,30 @@ def fault_intervals(events: Iterable[HistoryEvent], end_of_history: float) -> li
 
 
 def outcome_counts(ops: Sequence[TimedOp]) -> dict[str, Any]:
-    by_type = Counter(op.type for op in ops)
+    """Operations per outcome; "fail" excludes cas-false (a definite answer, not a failure)."""
+    by_outcome = Counter(op.outcome for op in ops)
     by_function: dict[str, dict[str, int]] = {}
     for op in ops:
-        by_function.setdefault(op.f, {"ok": 0, "fail": 0, "info": 0, "open": 0})[op.type] += 1
-    return {"operations": len(ops), "ok": by_type["ok"], "fail": by_type["fail"],
-            "info": by_type["info"], "open": by_type["open"], "by_function": by_function}
+        counts = by_function.setdefault(op.f, {"ok": 0, "cas_false": 0, "fail": 0, "info": 0, "open": 0})
+        counts["cas_false" if op.outcome == CAS_FALSE else op.type] += 1
+    return {"operations": len(ops), "ok": by_outcome["ok"], "cas_false": by_outcome[CAS_FALSE],
+            "fail": by_outcome["fail"], "info": by_outcome["info"], "open": by_outcome["open"],
+            "by_function": by_function}
+
+
+def register_check_coverage(ops: Sequence[TimedOp]) -> dict[str, int]:
+    """How many recorded operations the register checker takes, and why the rest are left out.
+
+    The rules of `jepsen_style.history.history_to_operations`: an ok operation and
+    a cas-false are checked; a write or cas with unknown outcome (info, or open at
+    the end) is checked as "may have happened"; a failed read or write certainly
+    did nothing, and a read without an answer constrains nothing, so both are
+    left out.
+    """
+    failed = sum(1 for op in ops if op.outcome == "fail")
+    unanswered_reads = sum(1 for op in ops if op.f == "read" and op.type in ("info", "open"))
+    return {"recorded": len(ops), "checked": len(ops) - failed - unanswered_reads,
+            "left_out_failed": failed, "left_out_unanswered_reads": unanswered_reads}
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -90,7 +118,7 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
 
 
 def latency_summary_ms(ops: Sequence[TimedOp]) -> dict[str, float | None]:
-    """Latency of operations with a known outcome (unknown ones ended by timeout)."""
+    """Latency of operations with a known outcome (ok, cas-false, fail; unknown ones ended by timeout)."""
     values = [op.latency * 1000 for op in ops if op.type in ("ok", "fail")]
 
     def rounded(value: float | None) -> float | None:
@@ -101,7 +129,7 @@ def latency_summary_ms(ops: Sequence[TimedOp]) -> dict[str, float | None]:
 
 
 def throughput(ops: Sequence[TimedOp], bucket_s: float = 1.0) -> dict[str, list[tuple[float, int]]]:
-    """Completions per bucket, per outcome type: {type: [(bucket start, count)]}."""
+    """Completions per bucket, per outcome: {outcome: [(bucket start, count)]}."""
     if not ops:
         return {}
     last = max(op.end for op in ops)
@@ -110,6 +138,6 @@ def throughput(ops: Sequence[TimedOp], bucket_s: float = 1.0) -> dict[str, list[
     for op in ops:
         if op.type == "open":
             continue
-        series.setdefault(op.type, [0] * buckets)[int(op.end // bucket_s)] += 1
+        series.setdefault(op.outcome, [0] * buckets)[int(op.end // bucket_s)] += 1
     return {kind: [(i * bucket_s, count) for i, count in enumerate(counts)]
             for kind, counts in sorted(series.items())}
