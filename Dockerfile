@@ -11,7 +11,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY raftkv ./raftkv
 COPY jepsen_style ./jepsen_style
-RUN pip install --no-cache-dir .
+# The harness extra too: the image also runs jepsen_style (compose's jepsen profile).
+RUN pip install --no-cache-dir '.[harness]'
 VOLUME /data
 EXPOSE 7001 7101
 CMD ["raftkv", "serve"]

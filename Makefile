@@ -7,7 +7,7 @@ PYTHON ?= python3
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e '.[test,harness]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -20,6 +20,9 @@ test: install  ## the default test suite (what CI runs)
 
 test-all: install  ## also the slow tests
 	$(VENV)/bin/pytest -q -m ''
+
+bench: install  ## a short benchmark: a native 3-node cluster driven by wrk, 1 round of 3 s per workload
+	$(VENV)/bin/python bench/cluster_bench.py --engines native --duration 3 --rounds 1
 
 clean:
 	rm -rf .raftkv-dev build *.egg-info

@@ -25,8 +25,10 @@ def node_services() -> dict[str, dict]:
 def test_nodes_form_one_cluster_with_distinct_published_ports() -> None:
     services = node_services()
     assert set(services) == {"n1", "n2", "n3"}
-    published = [svc["ports"][0].split(":")[0] for svc in services.values()]
-    assert sorted(published) == ["7001", "7002", "7003"]
+    published = [svc["ports"][0].split(":") for svc in services.values()]
+    # the API has no authentication: publish on the host's loopback only
+    assert [host for host, _, _ in published] == ["127.0.0.1"] * 3
+    assert sorted(port for _, port, _ in published) == ["7001", "7002", "7003"]
     peers = {svc["environment"]["RAFTKV_PEERS"] for svc in services.values()}
     assert len(peers) == 1, "every node must describe the same membership"
     for name, svc in services.items():
@@ -48,7 +50,7 @@ def test_node_command_and_environment_parse_as_a_valid_node(name: str, monkeypat
     assert config.engine == "native"
     assert set(config.peers) == {"n1", "n2", "n3"}
     assert config.peers[name].endswith(":7101") and config.peer_addr.endswith(":7101")
-    port = svc["ports"][0].split(":")[1]
+    port = svc["ports"][0].split(":")[2]
     assert config.client_addr.endswith(f":{port}")
     healthcheck = " ".join(svc["healthcheck"]["test"])
     assert f"127.0.0.1:{port}/readyz" in healthcheck
@@ -58,5 +60,6 @@ def test_dockerfile_puts_toxiproxy_server_on_path_and_installs_the_package() -> 
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "/usr/local/bin/toxiproxy-server" in dockerfile
     assert "pip install" in dockerfile
+    assert ".[harness]" in dockerfile, "the image runs jepsen_style, which needs the harness extra"
     for path in ("raftkv", "jepsen_style", "pyproject.toml"):
         assert f"COPY {path}" in dockerfile or f" {path} " in dockerfile
