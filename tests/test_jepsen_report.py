@@ -78,7 +78,7 @@ def test_the_report_says_which_requested_nemeses_ran_and_why_the_others_did_not(
 
     page = render_html(results, [], has_failure_svg=False, logs=[])
     assert "<tr><th>nemeses that ran</th><td>partition (2x)</td></tr>" in page
-    assert "Requested but not run" in page and "<b>kill</b>: no time left for it" in page
+    assert "Requested but not run" in page and "<b>kill, pause</b>: no time left for it" in page
 
 
 def test_the_report_explains_the_checked_count_and_the_longest_order() -> None:

@@ -155,10 +155,13 @@ def render_html(results: dict[str, Any], pictures: list[str], has_failure_svg: b
                      + "</table>")
     intervals = results["nemesis"]["intervals"]
     parts.append(f"<h2>Faults ({len(intervals)})</h2>")
-    not_run = results["nemesis"].get("not_run", [])
-    if not_run:
+    by_reason: dict[str, list[str]] = {}
+    for skipped in results["nemesis"].get("not_run", []):
+        by_reason.setdefault(skipped["reason"], []).append(skipped["kind"])
+    if by_reason:
         parts.append("<p>Requested but not run:</p><ul>"
-                     + "".join(f"<li><b>{_e(n['kind'])}</b>: {_e(n['reason'])}</li>" for n in not_run)
+                     + "".join(f"<li><b>{_e(', '.join(kinds))}</b>: {_e(reason)}</li>"
+                               for reason, kinds in by_reason.items())
                      + "</ul>")
     if intervals:
         parts.append("<table><tr><th>fault</th><th>from (s)</th><th>to (s)</th><th>target</th></tr>"
