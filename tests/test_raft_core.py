@@ -33,9 +33,45 @@ from raftkv.raft import (
     SnapshotMeta,
 )
 from raftkv.raft.log import RaftLog
-from raftkv.raft.sim.storage import SimStorage
 
 Filter = Callable[[Message], bool]
+
+
+class MemStorage:
+    """What a node's durable storage holds: exactly what the driver
+    persisted from each Ready (its "fsync"), nothing else."""
+
+    def __init__(self) -> None:
+        self.hard_state = HardState()
+        self.snapshot: Snapshot | None = None
+        self.entries: list[Entry] = []
+
+    def _base(self) -> int:
+        return self.snapshot.meta.index if self.snapshot is not None else 0
+
+    def persist(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            self.snapshot = rd.snapshot
+            self.entries = []
+        if rd.entries:
+            first = rd.entries[0].index
+            base = self._base()
+            assert base < first <= base + len(self.entries) + 1, f"Ready entries start at {first}"
+            del self.entries[first - base - 1 :]
+            self.entries.extend(rd.entries)
+        if rd.hard_state is not None:
+            self.hard_state = rd.hard_state
+
+    def compact(self, snapshot: Snapshot) -> None:
+        base = self._base()
+        if snapshot.meta.index <= base:
+            return
+        del self.entries[: snapshot.meta.index - base]
+        self.snapshot = snapshot
+
+    def restored(self) -> RestoredState:
+        meta = self.snapshot.meta if self.snapshot is not None else None
+        return RestoredState(self.hard_state, meta, list(self.entries))
 
 
 class Cluster:
@@ -43,7 +79,7 @@ class Cluster:
         self.cfg = cfg
         self.voters = voters
         self.learners = learners
-        self.storage: dict[str, SimStorage] = {}
+        self.storage: dict[str, MemStorage] = {}
         self.cores: dict[str, RaftCore] = {}
         self.applied: dict[str, list[Entry]] = {}
         self.snapshots: dict[str, list[bytes]] = {}
@@ -52,7 +88,7 @@ class Cluster:
         self.sent: list[Message] = []
         self.blocked: set[str] = set()
         for i, node in enumerate(voters + learners + extra):
-            self.storage[node] = SimStorage()
+            self.storage[node] = MemStorage()
             self.applied[node] = []
             self.snapshots[node] = []
             self.read_states[node] = []
@@ -72,6 +108,11 @@ class Cluster:
     def restart(self, node: str) -> None:
         self.applied[node] = []
         self._boot(node, self.storage[node].restored(), seed=99)
+
+    def wipe(self, node: str) -> None:
+        """Restart ``node`` with its data dir deleted."""
+        self.storage[node] = MemStorage()
+        self.restart(node)
 
     def __getitem__(self, node: str) -> RaftCore:
         return self.cores[node]
@@ -180,6 +221,7 @@ def test_candidate_with_stale_log_loses() -> None:
 
 def test_restarted_node_never_votes_twice_in_a_term() -> None:
     c = Cluster(ABC, pre_vote=False, check_quorum=False)
+    c.restore("c", [], term=1)  # a node with a past (a wiped one would refuse both)
     vote_b = Message(MsgType.VOTE, "c", "b", 5, log_term=0, index=0)
     c["c"].step(vote_b)
     c.process("c")
@@ -904,3 +946,333 @@ def test_snapshot_metadata_carries_the_configuration_at_its_index() -> None:
     c.deliver()
     c.tick_all(2)
     assert c["a"].applied_snapshot_meta().conf == ConfState(ABC, ("d",))
+
+
+# ---------------------------------------------------------------------------
+# majorities
+
+
+def test_quorum_majority_index_and_vote_result() -> None:
+    from raftkv.raft.quorum import VoteResult, majority, quorum_index, vote_result
+
+    assert [majority(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+    with pytest.raises(ValueError):
+        majority(0)
+    assert quorum_index([7, 3, 9], 3) == 7
+    assert quorum_index([7, 3, 9, 1], 4) == 3
+    assert quorum_index([9], 3) == 0  # voters not heard from count as 0
+    assert quorum_index([9, 8], 3) == 8
+    assert vote_result(2, 0, 3) is VoteResult.WON
+    assert vote_result(1, 2, 3) is VoteResult.LOST
+    assert vote_result(2, 2, 5) is VoteResult.PENDING
+    assert vote_result(1, 0, 1) is VoteResult.WON
+
+
+# ---------------------------------------------------------------------------
+# followers that lost entries they acknowledged
+
+
+def _cluster_with_history(writes: int = 5, **cfg: object) -> Cluster:
+    c = Cluster(ABC, **cfg)
+    c.elect("a")
+    for i in range(writes):
+        c["a"].propose(b"v%d" % i)
+    c.deliver()
+    c.heartbeat("a")
+    assert c["c"].commit == c["a"].commit == c["a"].log.last_index()
+    return c
+
+
+def _assert_caught_up(c: Cluster, node: str) -> None:
+    leader = c["a"]
+    last = leader.log.last_index()
+    assert c[node].log.last_index() == last and c[node].commit == leader.commit
+    assert [c[node].log.term(i) for i in range(c[node].log.offset + 1, last + 1)] == [
+        leader.log.term(i) for i in range(c[node].log.offset + 1, last + 1)
+    ]
+    assert leader.progress[node].match == last
+
+
+def test_wiped_follower_is_repaired_by_the_leader() -> None:
+    c = _cluster_with_history()
+    c.wipe("c")
+    assert not c["c"].bootstrapped
+    c.heartbeat("a")
+    c.heartbeat("a")
+    _assert_caught_up(c, "c")
+    assert c.data_applied("c") == c.data_applied("a") == [b"v%d" % i for i in range(5)]
+    # It asked the leader for a quorum-confirmed commit index to catch up
+    # to; that read is its own business, not one the driver must serve.
+    assert any(m.type == MsgType.READ_INDEX and m.frm == "c" for m in c.sent)
+    assert c.read_states["c"] == []
+    assert c["c"].bootstrapped
+
+
+def test_follower_whose_wal_tail_was_cut_is_repaired() -> None:
+    c = _cluster_with_history()
+    st = c.storage["c"]
+    st.entries = st.entries[:-1]  # the last acknowledged entry is gone
+    st.hard_state = st.hard_state._replace(commit=min(st.hard_state.commit, len(st.entries)))
+    c.restart("c")
+    assert c["c"].bootstrapped  # it has a past: an ordinary restart
+    assert c["c"].log.last_index() == c["a"].log.last_index() - 1
+    c.heartbeat("a")
+    c.heartbeat("a")
+    _assert_caught_up(c, "c")
+
+
+@pytest.mark.parametrize("leader_compacted", [False, True])
+def test_follower_restarted_with_only_its_snapshot_is_repaired(leader_compacted: bool) -> None:
+    c = _cluster_with_history(writes=4)
+    meta = c["c"].applied_snapshot_meta()
+    c["c"].snapshot_taken(meta, b"snap-c")
+    c.storage["c"].compact(Snapshot(meta, b"snap-c"))
+    for i in range(3):
+        c["a"].propose(b"w%d" % i)
+    c.deliver()
+    c.heartbeat("a")
+    st = c.storage["c"]
+    st.entries = []  # everything after the snapshot is lost
+    st.hard_state = st.hard_state._replace(commit=meta.index)
+    if leader_compacted:
+        c["a"].snapshot_taken(c["a"].applied_snapshot_meta(), b"snap-a")
+    c.restart("c")
+    assert c["c"].log.last_index() == meta.index < c["a"].progress["c"].match
+    c.heartbeat("a")
+    c.heartbeat("a")
+    _assert_caught_up(c, "c")
+    assert c.snapshots["c"] == ([b"snap-a"] if leader_compacted else [])
+
+
+def test_stale_answers_cannot_reset_a_healthy_follower() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c.heartbeat("a")
+    c.blocked.add("c")
+    for i in range(5):
+        c["a"].propose(b"v%d" % i)
+    c.deliver()
+    c.blocked.clear()
+    # c answers a heartbeat with its short log and rejects the append the
+    # leader sends it; hold those answers back...
+    held: list[Message] = []
+
+    def hold_from_c(types: set[MsgType]) -> Filter:
+        def keep(m: Message) -> bool:
+            if m.frm == "c" and m.type in types:
+                held.append(m)
+                return False
+            return True
+
+        return keep
+
+    c.tick("a")
+    c.deliver(hold_from_c({MsgType.HEARTBEAT_RESP}))
+    c.tick("a")
+    c.deliver(hold_from_c({MsgType.APP_RESP}))
+    assert {m.type for m in held} == {MsgType.HEARTBEAT_RESP, MsgType.APP_RESP}
+    assert all(m.index < c["a"].log.last_index() for m in held if m.type == MsgType.HEARTBEAT_RESP)
+    assert any(m.reject for m in held)
+    # ... let c catch up, then deliver them late, twice.
+    c.tick_all(3)
+    last = c["a"].log.last_index()
+    assert c["a"].progress["c"].match == last
+    c.sent.clear()
+    for m in held + held:
+        c["a"].step(m)
+    c.process("a")
+    pr = c["a"].progress["c"]
+    assert pr.match == last and pr.state.value == "replicate"
+    assert not [m for m in c.sent if m.type == MsgType.APP and m.to == "c" and m.index < last]
+
+
+def test_progress_believes_a_loss_only_from_an_answer_newer_than_the_acknowledgement() -> None:
+    from raftkv.raft.progress import Progress, ProgressState
+
+    pr = Progress(next_index=11, max_inflight=4)
+    assert pr.maybe_update(10)
+    pr.match_round = 3  # the leader's round when match reached 10
+    pr.become_replicate()
+    assert not pr.lost_entries(3, 4)  # may predate the acknowledgement
+    assert not pr.lost_entries(4, 10)  # newer, and the follower has it all
+    assert pr.lost_entries(4, 4)
+    pr.reset_after_loss(4)
+    assert (pr.match, pr.next, pr.state) == (0, 5, ProgressState.PROBE)
+    # A probe rejected at the match index is stale (or a loss the next
+    # heartbeat answer proves): no immediate resend of the same probe.
+    pr = Progress(next_index=11, max_inflight=4)
+    pr.maybe_update(10)
+    pr.become_probe()
+    assert not pr.maybe_decrease_to(rejected=10, hint=3)
+
+
+# ---------------------------------------------------------------------------
+# wiped voters
+
+
+@pytest.mark.parametrize(
+    "voters, restored, bootstrapped",
+    [
+        (ABC, RestoredState(), False),
+        (ABC, RestoredState(HardState(1, None, 0)), True),
+        (ABC, RestoredState(HardState(1, None, 0), None, entries(1)), True),
+        (ABC, RestoredState(HardState(0, None, 0), SnapshotMeta(3, 1, ConfState(ABC)), []), True),
+        (("a",), RestoredState(), True),  # a single voter has nobody to ask
+        (("b", "c"), RestoredState(), True),  # not a voter yet: a node being added
+    ],
+)
+def test_which_restored_states_start_unbootstrapped(
+    voters: tuple[str, ...], restored: RestoredState, bootstrapped: bool
+) -> None:
+    assert RaftCore(RaftConfig("a", voters), random.Random(0), restored).bootstrapped is bootstrapped
+
+
+def _ticks_to_first_leader(c: Cluster, limit: int = 200) -> int:
+    for ticks in range(1, limit + 1):
+        c.tick_all()
+        if any(core.role is Role.LEADER for core in c.cores.values()):
+            return ticks
+    raise AssertionError("no leader")
+
+
+@pytest.mark.parametrize("n", [3, 5])
+@pytest.mark.parametrize("pre_vote", [True, False])
+def test_fresh_cluster_elects_quickly(n: int, pre_vote: bool) -> None:
+    # Every node starts unbootstrapped; they learn from each other's
+    # pre-votes that the cluster is new. A leader comes within 1.5 election
+    # timeouts on average (the first node to time out wins unless it is one
+    # of 5 and learns of too few empty peers), as quickly as without the rule.
+    voters = tuple("abcde"[:n])
+    took = []
+    for seed in range(20):
+        c = Cluster(voters, pre_vote=pre_vote, election_ticks=10)
+        for i, node in enumerate(voters):
+            c.cores[node]._rng.seed(seed * 10 + i)
+            c.cores[node]._reset_randomized_timeout()
+        assert not any(core.bootstrapped for core in c.cores.values())
+        took.append(_ticks_to_first_leader(c))
+        c.tick_all(3)
+        assert all(core.bootstrapped for core in c.cores.values())
+    assert max(took) <= 30 and sum(took) / len(took) <= 15
+
+
+def _wiped_voter_scenario(pre_vote: bool) -> tuple[Cluster, int]:
+    """X is committed on a and c only; then c's data dir is wiped and a is
+    down. b lacks X: if c voted for it, b would lead and X would be lost."""
+    c = Cluster(ABC, pre_vote=pre_vote)
+    c.elect("a")
+    c.heartbeat("a")
+    c.blocked.add("b")
+    c["a"].propose(b"X")
+    c.deliver()
+    c.heartbeat("a")
+    x = c["a"].log.last_index()
+    assert c["a"].commit == x and c["c"].log.last_index() == x and c["b"].log.last_index() < x
+    c.wipe("c")
+    c.blocked = {"a"}
+    c.sent.clear()
+    return c, x
+
+
+@pytest.mark.parametrize("pre_vote", [True, False])
+def test_wiped_voter_never_votes_for_a_candidate_missing_a_committed_entry(pre_vote: bool) -> None:
+    c, x = _wiped_voter_scenario(pre_vote)
+    c.tick_all(300)
+    assert c["b"].role is not Role.LEADER and c["c"].role is not Role.LEADER
+    grants = [m for m in c.sent if m.frm == "c" and m.type in (MsgType.VOTE_RESP, MsgType.PRE_VOTE_RESP) and not m.reject]
+    assert grants == []
+    assert not c["c"].bootstrapped and c["c"].term == 0  # it adopts a term only from a leader
+    # The danger is real: a wiped node that took its empty log for the
+    # truth (what every node did before this rule) elects b, and X is gone.
+    c2, _ = _wiped_voter_scenario(pre_vote)
+    c2["c"].bootstrapped = True
+    c2.tick_all(300)
+    assert c2["b"].role is Role.LEADER and c2["b"].log.term(x) != c2["a"].log.term(x)
+
+
+def test_wiped_voter_is_repaired_and_then_votes_normally() -> None:
+    c, x = _wiped_voter_scenario(pre_vote=True)
+    c.tick_all(50)
+    c.blocked.clear()
+    for _ in range(100):
+        c.tick_all()
+        if c["c"].bootstrapped:
+            break
+    assert c["c"].bootstrapped
+    leader = c.leader()
+    assert leader.id == "a" and c["c"].log.term(x) == c["a"].log.term(x) and c["c"].commit >= x
+    # Now c votes like any member: with a gone, b and c elect one of them.
+    c.blocked.add("a")
+    c.sent.clear()
+    c.tick_all(60)
+    new = c.leader()
+    assert new.id in ("b", "c") and new.log.term(x) == c["a"].log.term(x)
+    voter = "c" if new.id == "b" else "b"
+    assert [m for m in c.sent if m.frm == voter and m.type == MsgType.VOTE_RESP and not m.reject]
+
+
+def test_wiped_voter_grants_when_every_other_voter_reported_a_log_the_candidate_covers() -> None:
+    # The way out when the wiped node's vote is needed and no leader can
+    # reach it: here a and b report their logs through their pre-votes.
+    c = _cluster_with_history(writes=2, check_quorum=False)
+    c.wipe("c")
+    c.blocked = {"a"}  # a is down for good: b needs c's vote
+    for _ in range(100):
+        c.tick_all()
+        if c["b"].role is Role.LEADER:
+            break
+    # c heard only b: it must not vote until it has a's report too.
+    assert c["b"].role is not Role.LEADER
+    c.blocked = {"a"}
+    c["c"].step(Message(MsgType.PRE_VOTE, "c", "a", c["a"].term + 1, log_term=c["a"].log.last_term(), index=c["a"].log.last_index()))
+    c.process("c")
+    for _ in range(100):
+        c.tick_all()
+        if c["b"].role is Role.LEADER:
+            break
+    assert c["b"].role is Role.LEADER and c["b"].log.last_index() > c["a"].log.last_index()
+
+
+def test_a_wiped_node_that_stored_a_term_restarts_as_an_ordinary_node() -> None:
+    c = _cluster_with_history()
+    c.wipe("c")
+    c.blocked.add("b")
+    c.tick("a")
+    c.deliver(keep=lambda m: m.type == MsgType.HEARTBEAT)  # c learns the term, nothing else
+    assert c.storage["c"].hard_state.term == c["a"].term and c.storage["c"].entries == []
+    c.restart("c")
+    assert c["c"].bootstrapped  # the documented limit: the protection covers the wipe, not a second crash
+
+
+# ---------------------------------------------------------------------------
+# readiness inputs
+
+
+def test_leader_commit_is_the_leaders_real_commit_and_ticks_count_from_its_last_message() -> None:
+    c = Cluster(ABC)
+    c.elect("a")
+    c.heartbeat("a")
+    a, b = c["a"], c["b"]
+    assert a.leader_commit == a.commit and a.ticks_since_leader == 0
+    assert b.leader_commit == a.commit and b.ticks_since_leader == 0
+    # b misses x: heartbeats cap b's commit at its match, yet report the real commit.
+    a.propose(b"x")
+    c.deliver(keep=lambda m: not (m.type == MsgType.APP and m.to == "b"))
+    c.tick("a")
+    c.deliver(keep=lambda m: not (m.to == "b" and m.type == MsgType.APP))
+    assert a.commit == a.log.last_index()
+    assert b.leader_commit == a.commit and b.commit < a.commit
+    c.tick("b", 3)
+    assert b.ticks_since_leader == 3
+    c.heartbeat("a")
+    assert b.ticks_since_leader == 0 and b.commit == b.leader_commit == a.commit
+    # A ReadIndex answer reports it too.
+    a.propose(b"y")
+    c.deliver(keep=lambda m: m.type != MsgType.HEARTBEAT)
+    b.read_index(b"r")
+    c.deliver(keep=lambda m: m.type != MsgType.HEARTBEAT or m.to == "c")
+    assert b.leader_commit == a.commit
+    # No leader: nothing to report.
+    c.blocked.add("a")
+    c.tick_all(40)
+    assert b.leader_id != "a" and (b.role is Role.LEADER or b.leader_commit == c.leader().commit)

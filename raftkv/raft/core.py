@@ -19,6 +19,7 @@ from raftkv.raft.conf import apply_conf_change, decode_conf_change, encode_conf_
 from raftkv.raft.log import RaftLog
 from raftkv.raft.messages import FORCE_VOTE, Message, MsgType
 from raftkv.raft.progress import Progress, ProgressState
+from raftkv.raft.quorum import VoteResult, majority, quorum_index, vote_result
 from raftkv.raft.read_only import ReadIndexQueue
 from raftkv.raft.ready import Ready
 from raftkv.raft.types import (
@@ -44,6 +45,11 @@ from raftkv.raft.types import (
 # Bounds the work (and memory) of one Ready after e.g. a restart with a long
 # committed-but-unapplied log; the rest follows in the next Ready.
 MAX_COMMITTED_PER_READY = 8192
+
+# The ReadIndex context an unbootstrapped node asks the leader with (see
+# docs/raft-core.md, "Wiped nodes"). The driver's read contexts are 8 bytes,
+# so this one cannot be mistaken for a client read.
+CATCH_UP_READ = b"raftkv/catch-up"
 
 _APP = MsgType.APP
 _APP_RESP = MsgType.APP_RESP
@@ -71,6 +77,19 @@ class RaftCore:
             conf = ConfState(tuple(config.voters), tuple(config.learners))
             self.log = RaftLog(0, 0, restored.entries)
         hs = restored.hard_state
+        # A voter restored from nothing at all (a wiped or new data dir) may
+        # have voted and acknowledged entries in a life it forgot: it grants
+        # no votes and does not campaign until it has caught up with a
+        # leader or learned that the cluster is new (see docs). A node not
+        # among its configured voters is one being added: new, not wiped.
+        empty = hs.term == 0 and snap_meta is None and not restored.entries
+        self.bootstrapped: bool = not empty or len(conf.voters) <= 1 or self.id not in conf.voters
+        self._catch_up_to: int | None = None  # the commit index to reach first
+        self._catch_up_read_age: int | None = None  # ticks since the catch-up read was sent
+        # What (pre-)vote traffic told us of each other voter: the highest
+        # (term, (last log term, last index)) it reported.
+        self._reports: dict[str, tuple[int, tuple[int, int]]] = {}
+        self._history_seen = False  # some voter has a log: the cluster is not new
         if hs.commit > self.log.last_index():
             raise ValueError(
                 f"restored commit index {hs.commit} is beyond the last restored entry "
@@ -93,6 +112,9 @@ class RaftCore:
 
         self.role = _FOLLOWER
         self.leader_id: str | None = None
+        # Readiness inputs (see the leader_commit and ticks_since_leader properties).
+        self._leader_commit = 0
+        self._ticks_since_leader = 0
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._randomized_timeout = config.election_ticks
@@ -127,10 +149,16 @@ class RaftCore:
         if self.role is _LEADER:
             self._tick_leader()
         else:
+            self._ticks_since_leader += 1
+            if not self.bootstrapped:
+                self._tick_catch_up()
             self._election_elapsed += 1
             if self._election_elapsed >= self._randomized_timeout and self._promotable():
                 self._election_elapsed = 0
-                self._campaign(pre_vote=self._cfg.pre_vote, force=False)
+                # Unbootstrapped, a voter only probes with a pre-vote (even
+                # with pre_vote off): it changes nothing on the peers, and
+                # their answers and the request itself tell who is empty.
+                self._campaign(pre_vote=self._cfg.pre_vote or not self.bootstrapped, force=False)
 
     def propose(self, data: bytes) -> None:
         self.propose_batch([data])
@@ -175,9 +203,23 @@ class RaftCore:
             apply_conf_change(self.conf_state(), change)  # raises InvalidConfChange
         self._propose_kind(_CONF, [encode_conf_change(change)])
 
+    @property
+    def leader_commit(self) -> int:
+        """The leader's commit index: our own on the leader; on a follower
+        the highest the current leader reported (uncapped) in an append,
+        heartbeat, snapshot chunk or ReadIndex answer; 0 with no leader."""
+        return self.commit if self.role is _LEADER else self._leader_commit
+
+    @property
+    def ticks_since_leader(self) -> int:
+        """Ticks since the last message from the current leader (0 on the leader)."""
+        return 0 if self.role is _LEADER else self._ticks_since_leader
+
     def step(self, m: Message) -> None:
         if m.to != self.id:
             raise ValueError(f"message for {m.to!r} delivered to {self.id!r}")
+        if not self.bootstrapped and not self._step_unbootstrapped(m):
+            return
         if m.term > self.term:
             t = m.type
             if t == MsgType.VOTE or t == MsgType.PRE_VOTE:
@@ -202,7 +244,7 @@ class RaftCore:
                 # would otherwise never learn it from us.
                 self._send(Message(_APP_RESP, m.frm, self.id, self.term))
             elif m.type == MsgType.PRE_VOTE:
-                self._send(Message(MsgType.PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
+                self._answer_vote(MsgType.PRE_VOTE_RESP, m.frm, self.term, reject=True)
             return
 
         t = m.type
@@ -374,6 +416,8 @@ class RaftCore:
             self.term = term
             self.vote = None
         self.leader_id = None
+        self._leader_commit = 0
+        self._catch_up_read_age = None  # a new leader is asked afresh
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._reset_randomized_timeout()
@@ -410,7 +454,7 @@ class RaftCore:
             msg_type, term = MsgType.VOTE, self.term
         self.progress = {}
         self._votes = {self.id: True}
-        if self._tally() == 1:
+        if self._tally() is VoteResult.WON:
             self._won_election()
             return
         ctx = FORCE_VOTE if force else b""
@@ -419,22 +463,19 @@ class RaftCore:
             if v != self.id:
                 self._send(Message(msg_type, v, self.id, term, log_term=last_term, index=last_index, context=ctx))
 
-    def _tally(self) -> int:
-        """1 if a quorum granted, -1 if a quorum refused, else 0."""
+    def _tally(self) -> VoteResult:
         granted = sum(1 for v in self.voters if self._votes.get(v) is True)
         refused = sum(1 for v in self.voters if self._votes.get(v) is False)
-        quorum = len(self.voters) // 2 + 1
-        if granted >= quorum:
-            return 1
-        if refused >= quorum:
-            return -1
-        return 0
+        return vote_result(granted, refused, len(self.voters))
 
     def _won_election(self) -> None:
-        if self.role is Role.PRE_CANDIDATE:
+        if self.role is not Role.PRE_CANDIDATE:
+            self._become_leader()
+        elif self.bootstrapped:
             self._campaign(pre_vote=False, force=False)
         else:
-            self._become_leader()
+            # Our pre-vote was only a probe; we may not run for real yet.
+            self._become_follower(self.term, None)
 
     def _become_leader(self) -> None:
         self._reset(self.term)
@@ -470,12 +511,23 @@ class RaftCore:
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             # A granted pre-vote carries the future term so the
             # pre-candidate can tell it apart from a stale refusal.
-            self._send(Message(resp_type, m.frm, self.id, m.term))
+            self._answer_vote(resp_type, m.frm, m.term, reject=False)
             if not pre:
                 self._election_elapsed = 0
                 self.vote = m.frm
         else:
-            self._send(Message(resp_type, m.frm, self.id, self.term, reject=True))
+            self._answer_vote(resp_type, m.frm, self.term, reject=True)
+
+    def _answer_vote(self, resp_type: MsgType, to: str, term: int, reject: bool) -> None:
+        # Every answer carries our term (hint) and the end of our log, so an
+        # unbootstrapped asker learns where we are (see _note_voter).
+        log = self.log
+        self._send(
+            Message(
+                resp_type, to, self.id, term, log_term=log.last_term(), index=log.last_index(),
+                reject=reject, hint=self.term,
+            )
+        )
 
     def _step_candidate(self, m: Message) -> None:
         t = m.type
@@ -489,9 +541,9 @@ class RaftCore:
         if m.frm not in self._votes:
             self._votes[m.frm] = not m.reject
         result = self._tally()
-        if result == 1:
+        if result is VoteResult.WON:
             self._won_election()
-        elif result == -1:
+        elif result is VoteResult.LOST:
             self._become_follower(self.term, None)
 
     # ------------------------------------------------------------------
@@ -500,28 +552,33 @@ class RaftCore:
     def _step_follower(self, m: Message) -> None:
         t = m.type
         if t == _APP:
-            self._election_elapsed = 0
-            self.leader_id = m.frm
+            self._heard_from_leader(m.frm, m.commit)
             self._handle_append(m)
         elif t == _HEARTBEAT:
-            self._election_elapsed = 0
-            self.leader_id = m.frm
+            # index: the leader's real commit; commit: capped at our match.
+            self._heard_from_leader(m.frm, m.index)
             commit = min(m.commit, self.log.last_index())
             if commit > self.commit:
                 self.commit = commit
-            self._send(Message(_HEARTBEAT_RESP, m.frm, self.id, self.term, read_seq=m.read_seq))
+            self._send(
+                Message(_HEARTBEAT_RESP, m.frm, self.id, self.term, index=self.log.last_index(), read_seq=m.read_seq)
+            )
         elif t == MsgType.SNAP:
-            self._election_elapsed = 0
-            self.leader_id = m.frm
+            self._heard_from_leader(m.frm, m.commit)
             self._handle_snapshot_chunk(m)
         elif t == MsgType.READ_INDEX_RESP:
             if not m.reject:
-                self._read_states.append(ReadState(m.context, m.index))
+                if m.frm == self.leader_id and m.index > self._leader_commit:
+                    self._leader_commit = m.index
+                if m.context != CATCH_UP_READ:
+                    self._read_states.append(ReadState(m.context, m.index))
+                elif not self.bootstrapped and self._catch_up_to is None:
+                    self._catch_up_to = m.index
                 commit = min(m.commit, self.log.last_index())
                 if commit > self.commit:
                     self.commit = commit
         elif t == MsgType.TIMEOUT_NOW:
-            if self._promotable():
+            if self._promotable() and self.bootstrapped:
                 # The leader chose us: skip PreVote, we know the leader stepped aside.
                 self._campaign(pre_vote=False, force=True)
         elif t == MsgType.PROP:
@@ -530,11 +587,29 @@ class RaftCore:
         elif t == MsgType.TRANSFER_LEADER:
             if self.leader_id is not None:
                 self._send(m._replace(to=self.leader_id, frm=self.id, term=self.term))
+        if m.frm == self.leader_id:
+            self._ticks_since_leader = 0
+        if not self.bootstrapped and self._catch_up_to is not None and self.commit >= self._catch_up_to:
+            self._become_bootstrapped()
+
+    def _heard_from_leader(self, leader: str, commit: int) -> None:
+        """An append, heartbeat or snapshot chunk of our term from ``leader``,
+        which reports its real commit index ``commit``."""
+        self._election_elapsed = 0
+        self.leader_id = leader
+        if commit > self._leader_commit:
+            self._leader_commit = commit
+        if not self.bootstrapped:
+            self._history_seen = True  # a leader exists: this cluster is not new
+            if self._catch_up_read_age is None and self._catch_up_to is None:
+                self._send_catch_up_read()
 
     def _handle_append(self, m: Message) -> None:
+        # Answers echo the append's heartbeat round (read_seq): it tells the
+        # leader whether the answer is newer than what it knows of our log.
         log = self.log
         if m.index < self.commit:
-            self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=self.commit))
+            self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=self.commit, read_seq=m.read_seq))
             return
         last_new = log.maybe_append(m.index, m.log_term, m.entries, self.commit)
         if last_new is not None:
@@ -543,11 +618,14 @@ class RaftCore:
             commit = m.commit if m.commit < last_new else last_new
             if commit > self.commit:
                 self.commit = commit
-            self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=last_new))
+            self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=last_new, read_seq=m.read_seq))
         else:
             hint_index, hint_term = log.find_conflict_by_term(m.index, m.log_term)
             self._send(
-                Message(_APP_RESP, m.frm, self.id, self.term, index=m.index, reject=True, hint=hint_index, log_term=hint_term)
+                Message(
+                    _APP_RESP, m.frm, self.id, self.term, index=m.index, reject=True,
+                    hint=hint_index, log_term=hint_term, read_seq=m.read_seq,
+                )
             )
 
     def _handle_snapshot_chunk(self, m: Message) -> None:
@@ -592,6 +670,102 @@ class RaftCore:
         self._snapshot = snap
 
     # ------------------------------------------------------------------
+    # unbootstrapped: restored from nothing (see docs, "Wiped nodes")
+    # ------------------------------------------------------------------
+    def _step_unbootstrapped(self, m: Message) -> bool:
+        """Look at a message while unbootstrapped; False drops it.
+
+        We refuse every vote, learn who is empty from (pre-)vote traffic,
+        and adopt a higher term only from a leader: a term learned from a
+        candidate would be persisted, and on a restart make us look like a
+        node with a history.
+        """
+        t = m.type
+        if t == _APP or t == _HEARTBEAT or t == MsgType.SNAP:
+            return True  # a leader: follow it, get repaired, catch up
+        if t == MsgType.VOTE or t == MsgType.PRE_VOTE:
+            # A pre-vote asks for the asker's term + 1.
+            self._note_voter(m.frm, m.term - 1 if t == MsgType.PRE_VOTE else m.term, m.log_term, m.index)
+            if self.bootstrapped or self._every_other_voter_behind(m):
+                return True  # answer this very request as anyone would
+            resp = MsgType.PRE_VOTE_RESP if t == MsgType.PRE_VOTE else MsgType.VOTE_RESP
+            self._answer_vote(resp, m.frm, self.term, reject=True)
+            return False
+        if t == MsgType.VOTE_RESP or t == MsgType.PRE_VOTE_RESP:
+            self._note_voter(m.frm, m.hint, m.log_term, m.index)
+            # A granted pre-vote carries the term it was asked for.
+            return m.term <= self.term or (t == MsgType.PRE_VOTE_RESP and not m.reject)
+        return m.term <= self.term
+
+    def _note_voter(self, peer: str, term: int, log_term: int, index: int) -> None:
+        """What a (pre-)vote request or answer told us about ``peer``: its
+        term and the end of its log. Once a majority of voters (us
+        included) is known to have an empty log and no voter is known to
+        have one, the cluster is new and we are bootstrapped."""
+        voters = self.voters
+        if peer == self.id or peer not in voters or self.id not in voters:
+            return
+        reports = self._reports
+        old = reports.get(peer)
+        position = (log_term, index)
+        if old is not None:
+            term = max(term, old[0])
+            position = max(position, old[1])
+        reports[peer] = (term, position)
+        if index > 0:
+            self._history_seen = True
+        if self._history_seen:
+            return
+        known_empty = 1 + sum(1 for v in voters if (r := reports.get(v)) is not None and r[1][1] == 0)
+        if known_empty >= majority(len(voters)):
+            self._become_bootstrapped()
+
+    def _every_other_voter_behind(self, m: Message) -> bool:
+        """May we, unbootstrapped, grant the (pre-)vote request ``m``? Only
+        if every other voter reported to us, the asker's log is at least as
+        up to date as each of theirs, and nobody but the asker reported
+        the asked term or a higher one: then the asker holds every entry a
+        quorum ever held (each such quorum has a member besides us), and
+        a vote we forgot cannot have been in this term (its candidate, or
+        a voter that granted it, is among those who reported a lower
+        term). See docs, "Wiped nodes"."""
+        position = (m.log_term, m.index)
+        reports = self._reports
+        for v in self.voters:
+            if v == self.id:
+                continue
+            r = reports.get(v)
+            if r is None or position < r[1] or (v != m.frm and r[0] >= m.term):
+                return False
+        return True
+
+    def _tick_catch_up(self) -> None:
+        """Ask the leader again if its answer to our catch-up read got lost
+        (or it stepped down before answering)."""
+        if self.leader_id is None or self._catch_up_to is not None:
+            return
+        age = self._catch_up_read_age
+        if age is None or age + 1 >= self._cfg.election_ticks:
+            self._send_catch_up_read()
+        else:
+            self._catch_up_read_age = age + 1
+
+    def _send_catch_up_read(self) -> None:
+        # A ReadIndex, not the commit index an append carries: a deposed
+        # leader that does not know it yet reports a stale commit index,
+        # while a ReadIndex answer is confirmed by a quorum after it was
+        # asked, so it covers everything committed before we were wiped.
+        assert self.leader_id is not None
+        self._catch_up_read_age = 0
+        self._send(Message(MsgType.READ_INDEX, self.leader_id, self.id, self.term, context=CATCH_UP_READ))
+
+    def _become_bootstrapped(self) -> None:
+        self.bootstrapped = True
+        self._catch_up_to = None
+        self._catch_up_read_age = None
+        self._reports.clear()
+
+    # ------------------------------------------------------------------
     # leader
     # ------------------------------------------------------------------
     def _tick_leader(self) -> None:
@@ -602,7 +776,7 @@ class RaftCore:
             self._election_elapsed = 0
             if cfg.check_quorum:
                 active = sum(1 for v in self.voters if (pr := self.progress.get(v)) is not None and pr.recent_active)
-                if active < len(self.voters) // 2 + 1:
+                if active < majority(len(self.voters)):
                     # We cannot reach a quorum: a newer leader may exist, and
                     # clients must not keep waiting on us.
                     self._become_follower(self.term, None)
@@ -726,7 +900,7 @@ class RaftCore:
             sent_to = min(last, pr.next + self._cfg.max_entries_per_msg - 1)
             entries = log.slice(pr.next, sent_to)
         self._msgs.append(
-            Message(_APP, to, self.id, self.term, prev_term, prev, entries, self.commit)
+            Message(_APP, to, self.id, self.term, prev_term, prev, entries, self.commit, read_seq=self._reads.round)
         )
         pr.sent_entries(sent_to)
         return True
@@ -749,7 +923,7 @@ class RaftCore:
         done = off + len(chunk) >= len(snap.data)
         self._send(
             Message(
-                MsgType.SNAP, to, self.id, self.term,
+                MsgType.SNAP, to, self.id, self.term, commit=self.commit,
                 snapshot=snap.meta, snap_offset=off, snap_data=chunk, snap_done=done,
             )
         )
@@ -761,6 +935,12 @@ class RaftCore:
             return
         pr.recent_active = True
         if m.reject:
+            if pr.lost_entries(m.read_seq, m.hint):
+                # Newer than its acknowledgement of pr.match, yet the
+                # follower's log does not reach it: it lost entries.
+                pr.reset_after_loss(m.hint)
+                self._send_append(m.frm, pr, True)
+                return
             if pr.state is _SNAPSHOT:
                 return
             hint = m.hint
@@ -769,7 +949,10 @@ class RaftCore:
             if pr.maybe_decrease_to(m.index, hint):
                 self._send_append(m.frm, pr, True)
             return
-        if pr.maybe_update(m.index) or (pr.state is ProgressState.PROBE and pr.match == m.index):
+        grew = pr.maybe_update(m.index)
+        if grew:
+            pr.match_round = self._reads.round
+        if grew or (pr.state is ProgressState.PROBE and pr.match == m.index):
             if pr.state is ProgressState.PROBE:
                 pr.become_replicate()
             elif pr.state is _SNAPSHOT and pr.snapshot is not None and pr.match >= pr.snapshot.meta.index:
@@ -786,6 +969,10 @@ class RaftCore:
         if pr is None:
             return
         pr.recent_active = True
+        if pr.lost_entries(m.read_seq, m.index):
+            # The follower lost entries it acknowledged (a wiped data dir, a
+            # cut WAL): probe it from what it holds now.
+            pr.reset_after_loss(m.index)
         pr.probe_sent = False
         if pr.state is _REPLICATE and len(pr.inflight) >= pr.max_inflight:
             pr.free_first_inflight()
@@ -804,18 +991,15 @@ class RaftCore:
         for peer, pr in self.progress.items():
             if peer != self.id:
                 c = pr.match if pr.match < commit else commit
-                self._msgs.append(Message(_HEARTBEAT, peer, self.id, self.term, commit=c, read_seq=seq))
+                self._msgs.append(Message(_HEARTBEAT, peer, self.id, self.term, index=commit, commit=c, read_seq=seq))
         if len(self.voters) == 1:
             self._release_confirmed_reads()
 
     def _maybe_commit(self) -> bool:
         progress = self.progress
-        matches = sorted((progress[v].match for v in self.voters if v in progress), reverse=True)
-        if len(matches) < len(self.voters):
-            matches.extend([0] * (len(self.voters) - len(matches)))
-        if not matches:
+        if not self.voters:
             return False
-        quorum_match = matches[len(matches) // 2]
+        quorum_match = quorum_index((progress[v].match for v in self.voters if v in progress), len(self.voters))
         # Only entries of our own term are committed by counting replicas
         # (Figure 8 of the Raft paper); older ones commit with them.
         if quorum_match > self.commit and self.log.term(quorum_match) == self.term:

@@ -14,15 +14,15 @@ from raftkv.raft.types import Entry, SnapshotMeta
 
 
 class MsgType(enum.IntEnum):
-    APP = 0  # leader -> follower: entries after (index, log_term); commit
-    APP_RESP = 1  # index = last matching index, or the rejected index + hint
+    APP = 0  # leader -> follower: entries after (index, log_term); commit; read_seq = the leader's latest heartbeat round
+    APP_RESP = 1  # index = last matching index, or the rejected index + hint; read_seq echoed
     VOTE = 2  # index/log_term = candidate's last entry; context=FORCE_VOTE for transfers
-    VOTE_RESP = 3
+    VOTE_RESP = 3  # index/log_term = the answerer's last entry, hint = the answerer's term
     PRE_VOTE = 4  # term = the term the sender would campaign in
-    PRE_VOTE_RESP = 5
-    HEARTBEAT = 6  # commit (capped at the follower's match), read_seq
-    HEARTBEAT_RESP = 7  # read_seq echoed
-    SNAP = 8  # snapshot meta, snap_offset, snap_data, snap_done
+    PRE_VOTE_RESP = 5  # as VOTE_RESP
+    HEARTBEAT = 6  # commit (capped at the follower's match), index = the leader's real commit, read_seq
+    HEARTBEAT_RESP = 7  # read_seq echoed, index = the follower's last index
+    SNAP = 8  # snapshot meta, snap_offset, snap_data, snap_done; commit = the leader's commit
     SNAP_RESP = 9  # index = snapshot index, snap_offset = bytes received so far
     PROP = 10  # follower -> leader: forwarded proposals (entries with index 0)
     READ_INDEX = 11  # follower -> leader: context = read ctx

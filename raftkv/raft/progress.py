@@ -37,6 +37,7 @@ class Progress:
         "snap_acked",
         "snap_sent",
         "is_learner",
+        "match_round",
     )
 
     def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False) -> None:
@@ -52,6 +53,11 @@ class Progress:
         self.snap_acked = 0  # bytes of the snapshot the follower confirmed
         self.snap_sent = 0  # bytes of the snapshot we have sent
         self.is_learner = is_learner
+        # The leader's latest heartbeat round when ``match`` last grew. A
+        # response to a later round was sent after the follower acknowledged
+        # ``match``, so if it shows less, the follower lost entries (see
+        # lost_entries and docs/raft-core.md).
+        self.match_round = 0
 
     def become_probe(self) -> None:
         if self.state is ProgressState.SNAPSHOT and self.snapshot is not None:
@@ -112,10 +118,17 @@ class Progress:
     def maybe_decrease_to(self, rejected: int, hint: int) -> bool:
         """The follower rejected an append whose previous index was ``rejected``
         and suggests ``hint`` as a possible match. False if the rejection is
-        stale (about a message we already moved past)."""
+        stale (about a message we already moved past).
+
+        A rejection at or below ``match`` is always treated as stale here:
+        a follower that acknowledged ``match`` cannot reject it unless the
+        answer was overtaken, or it lost entries -- which only a response
+        known to be newer than the acknowledgement can tell
+        (``lost_entries``); otherwise leader and follower would ping-pong
+        the same probe."""
+        if rejected <= self.match:
+            return False
         if self.state is ProgressState.REPLICATE:
-            if rejected <= self.match:
-                return False
             # Pipelining went wrong (a lost or reordered append): fall back
             # to probing from the follower's hint.
             self.state = ProgressState.PROBE
@@ -125,6 +138,26 @@ class Progress:
         self.next = max(min(rejected, hint + 1), self.match + 1, 1)
         self.probe_sent = False
         return True
+
+    def lost_entries(self, round_seen: int, follower_index: int) -> bool:
+        """Did the follower lose entries it acknowledged? ``follower_index``
+        is what a response to heartbeat round ``round_seen`` says it holds
+        (its last index, or the hint of a rejection). Only a response to a
+        round started after ``match`` last grew counts: an older or
+        duplicated one may predate the acknowledgement."""
+        return round_seen > self.match_round and follower_index < self.match
+
+    def reset_after_loss(self, follower_index: int) -> None:
+        """Forget what the follower acknowledged and probe from what it now
+        says it holds; ``match`` drops to 0 until a probe confirms a match
+        (its remaining entries are checked, not trusted)."""
+        self.match = 0
+        self.match_round = 0
+        self.next = follower_index + 1
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.inflight.clear()
+        self.snapshot = None
 
     def free_first_inflight(self) -> None:
         if self.inflight:

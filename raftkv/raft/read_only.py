@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import deque
 from typing import NamedTuple
 
+from raftkv.raft.quorum import quorum_index
+
 
 class PendingRead(NamedTuple):
     round: int
@@ -49,8 +51,8 @@ class ReadIndexQueue:
     def confirmed(self, self_id: str, voters: tuple[str, ...]) -> list[PendingRead]:
         """Pop every read whose round a quorum of voters acknowledged."""
         self._acked[self_id] = self.round
-        rounds = sorted((self._acked.get(v, 0) for v in voters), reverse=True)
-        quorum_round = rounds[len(rounds) // 2] if rounds else self.round
+        acked = self._acked
+        quorum_round = quorum_index((acked.get(v, 0) for v in voters), len(voters)) if voters else self.round
         if quorum_round >= self.round:
             self.outstanding = False
         done: list[PendingRead] = []
