@@ -227,7 +227,7 @@ def test_status_healthz_readyz(cluster: LocalCluster) -> None:
         ("POST", "/v1/txn", b'{"compare": [], "sucess": []}', {}, 400, "unknown_field"),
         ("POST", "/v1/txn", b'{"success": [{"op": "add", "key": "n", "delta": "1"}]}', {}, 400, "wrong_type"),
         ("POST", "/v1/txn", b'{"success": [{"op": "explode", "key": "n"}]}', {}, 400, None),
-        ("POST", "/v1/leadership/transfer", b'{"to": "n9"}', {}, 400, "invalid_argument"),
+        ("POST", "/v1/leadership/transfer", b'{"to": "n9"}', {}, 404, "not_found"),
         ("POST", "/v1/leadership/transfer", b'{"too": "n1"}', {}, 400, "unknown_field"),
         ("GET", "/v1/nothing-here", None, {}, 404, "not_found"),
         ("PATCH", "/v1/kv/x", b"v", {}, 405, "method_not_allowed"),

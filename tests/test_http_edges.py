@@ -136,7 +136,8 @@ def test_limit_at_the_top_of_the_64_bit_range_is_accepted(node: LocalCluster) ->
 
 
 @pytest.mark.parametrize(
-    "timeout", ["1e-300", "0", "0.001", "61", "1e308", "nan", "inf", "%D9%A3", "1_0", "-1", "%201"]
+    "timeout",
+    ["1e-300", "0", "0.001", "0.1", "0.49", "61", "60.5", "1e308", "nan", "inf", "%D9%A3", "1_0", "-1", "%201", "5e-1"],
 )
 def test_timeout_outside_the_allowed_range_or_format_is_400(node: LocalCluster, timeout: str) -> None:
     response = call("PUT", _url(node) + f"/v1/kv/t?timeout={timeout}", b"x")

@@ -106,6 +106,7 @@ def test_limits_are_inclusive() -> None:
     ({"compare": [{"key": "k", "target": "version", "cmp": "==", "value": "1"}]}, "wrong_type", ["compare[0].value", "integer", "string"]),
     ({"compare": [{"key": "k", "target": "version", "cmp": "==", "value": True}]}, "wrong_type", ["compare[0].value", "integer", "boolean"]),
     ({"compare": [{"key": "k", "target": "mod_revision", "cmp": "==", "value": 1.5}]}, "wrong_type", ["compare[0].value", "integer", "number"]),
+    ({"success": [{"op": "add", "key": "k", "delta": 2.0**60}]}, "wrong_type", ["success[0].delta", "integer", "number"]),
     ({"compare": [{"key": "k", "target": "number", "cmp": "==", "value": 2**63}]}, "invalid_argument", ["compare[0].value", "64-bit"]),
     ({"compare": [{"key": "k", "target": "version", "cmp": "==", "value": 1, "encoding": "base64"}]}, "invalid_argument", ["compare[0].encoding", "value"]),
     ({"compare": [{"key": "k", "target": "value", "cmp": "==", "value": 5}]}, "wrong_type", ["compare[0].value", "string", "integer"]),
@@ -160,6 +161,18 @@ def test_oversized_txn_is_refused_with_413(body: Any, code: str, words: list[str
     assert (error.status, error.code) == (413, code), error.message
     for word in words:
         assert word in error.message, (word, error.message)
+
+
+def test_an_integral_json_number_is_an_integer() -> None:
+    # JSON Schema's "integer" (the spec's) includes -7.0; beyond 2**53 a float
+    # is not exact, so it stays refused (the table above).
+    command = parse_txn(
+        {"compare": [{"key": "k", "target": "version", "cmp": "==", "value": 1.0}],
+         "success": [{"op": "add", "key": "k", "delta": -7.0}]},
+        Limits(),
+    )
+    assert command["compare"][0]["value"] == 1 and type(command["compare"][0]["value"]) is int
+    assert command["success"][0]["delta"] == -7 and type(command["success"][0]["delta"]) is int
 
 
 def test_op_count_is_checked_before_parsing_each_op() -> None:

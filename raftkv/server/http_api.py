@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 _KEY_PREFIX = "/v1/kv/"
 
 MAX_IDEMPOTENCY_KEY_BYTES = 256
-# A shorter ?timeout= could only produce a 504 whose outcome is unknown.
-MIN_TIMEOUT = 0.01
+# A shorter ?timeout= would turn an ordinary write (a few fsyncs) into a
+# 504 whose outcome is unknown.
+MIN_TIMEOUT = 0.5
 # How long aiohttp keeps reading a body nobody read (after an early 413, say)
 # so the client gets the answer rather than a reset.
 _LINGER_SECONDS = 2.0
@@ -376,11 +377,11 @@ class HttpApi:
 
     async def transfer_leadership(self, request: web.BaseRequest) -> web.Response:
         query = _query(request, {"timeout"})
-        payload = await _json_body(request, self.limits, empty=None)
+        payload = await _json_body(request, self.limits, empty={})
         target: str | None = None
-        if payload is not None:
-            if not isinstance(payload, dict):
-                raise ApiError(400, "wrong_type", "request body must be a JSON object")
+        if not isinstance(payload, dict):
+            raise ApiError(400, "wrong_type", "request body must be a JSON object (or empty)")
+        if payload:
             unknown = set(payload) - {"to"}
             if unknown:
                 raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -389,7 +390,7 @@ class HttpApi:
                 raise ApiError(400, "wrong_type", "'to' must be a string node id")
         members = {m.id for m in self.engine.status().members}
         if target is not None and target not in members:
-            raise ApiError(400, "invalid_argument", f"unknown node id {target!r}; members: {sorted(members)}")
+            raise ApiError(404, "not_found", f"unknown node id {target!r}; members: {sorted(members)}")
         try:
             await self.engine.transfer_leadership(target, self._timeout(query))
         except NotLeaderError as exc:

@@ -207,8 +207,15 @@ def _parse_choice(item: dict[str, Any], field: str, allowed: frozenset[str], whe
     return choice
 
 
+# JSON (and JSON Schema's "integer") counts 3.0 as the integer 3; a float is
+# exact only up to 2**53.
+_EXACT_FLOAT_INT = 2**53
+
+
 def _parse_int(item: dict[str, Any], field: str, where: str, hint: str = "") -> int:
     number = item[field]
+    if type(number) is float and number.is_integer() and abs(number) <= _EXACT_FLOAT_INT:
+        number = int(number)
     if type(number) is not int:  # JSON true/false arrive as bool, an int subclass
         raise _wrong_type(f"{where}.{field}", "an integer" + hint, number)
     if not in_int64_range(number):
