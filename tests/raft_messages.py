@@ -57,9 +57,10 @@ _snapshot_meta = st.builds(
 
 
 @st.composite
-def messages(draw: st.DrawFn) -> Message:
-    """Any well-formed message: the shape its type calls for, values anywhere in range."""
-    t = draw(st.sampled_from(list(MsgType)))
+def messages(draw: st.DrawFn, types: list[MsgType] | None = None) -> Message:
+    """Any well-formed message (of one of ``types``): the shape its type calls
+    for, values anywhere in range."""
+    t = draw(st.sampled_from(types or list(MsgType)))
     fields: dict[str, Any] = {
         "term": draw(INTS),
         "log_term": draw(INTS),
