@@ -5,6 +5,7 @@ snapshot files), then real `raftkv serve` processes killed with SIGKILL."""
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import threading
 import time
@@ -18,6 +19,7 @@ from raftkv.config import NodeConfig
 from raftkv.engines.native import NativeEngine, NativeOptions
 from raftkv.engines.native.driver import split_append
 from raftkv.engines.native.entry_codec import EntryFormatError, frame, origin_prefix, unframe
+from raftkv.engines.native.readiness import readiness
 from raftkv.engines.native.recovery import (
     RecoveryError,
     recover,
@@ -36,7 +38,8 @@ from raftkv.kv.state_machine import KVStateMachine
 from raftkv.local_cluster import LocalCluster, free_ports
 from raftkv.raft.codec import encode_message
 from raftkv.raft.messages import Message, MsgType
-from raftkv.raft.types import ConfState, Entry, HardState, SnapshotMeta
+from raftkv.raft.core import RaftCore
+from raftkv.raft.types import ConfState, Entry, HardState, RaftConfig, RestoredState, Role, SnapshotMeta
 from raftkv.storage import HardState as StoredHardState
 from raftkv.storage import LogRecord, RecoveredLog
 from raftkv.transport.framing import encode_frame, encode_hello
@@ -154,6 +157,50 @@ def test_options_from_env() -> None:
         NativeOptions.from_env({"RAFTKV_TICK_MS": "fast"})
     with pytest.raises(ValueError, match="snapshot_every"):
         NativeOptions.from_env({"RAFTKV_SNAPSHOT_EVERY": "0"})
+
+
+# ------------------------------------------------------------------ readiness
+
+
+def _restored_core(entries: int, voters: tuple[str, ...] = ("n1", "n2", "n3")) -> RaftCore:
+    config = RaftConfig(node_id="n1", voters=voters, election_ticks=10, heartbeat_ticks=1)
+    restored = RestoredState(
+        hard_state=HardState(1, None, 0) if entries else HardState(),
+        entries=[Entry(i, 1, 0, b"") for i in range(1, entries + 1)],
+    )
+    return RaftCore(config, random.Random(7), restored)
+
+
+def test_readiness_needs_a_recent_leader_and_its_commit_applied() -> None:
+    empty = _restored_core(0)
+    assert "storage was empty" in (readiness(empty, 0, None, 5) or "")
+    core = _restored_core(5)
+    assert readiness(core, 0, None, 5) == "no leader is known"
+    # Leader n2 of term 2 appends nothing new and reports its commit index 5
+    # (hint: the leader's commit bound, see raftkv/raft/messages.py).
+    core.step(Message(MsgType.APP, "n1", "n2", 2, log_term=1, index=5, entries=[], commit=5, hint=5))
+    assert core.leader_id == "n2" and core.leader_commit == 5
+    assert readiness(core, 4, None, 5) == "catching up: applied 4 of the leader's commit index 5"
+    assert readiness(core, 5, None, 5) is None
+    # Silence from the leader longer than the bound: not ready, though it
+    # still believes in n2 (its election timeout has not fired).
+    for _ in range(3):
+        core.tick()
+    assert core.leader_id == "n2"
+    assert readiness(core, 5, None, 3) is None
+    core.tick()
+    assert readiness(core, 5, None, 3) == "no message from leader n2 for 4 ticks"
+    assert readiness(core, 5, "OSError: [Errno 28] No space left on device", 3) == (
+        "the engine failed: OSError: [Errno 28] No space left on device"
+    )
+    # A single-voter cluster leads itself: ready once it applied its commit.
+    alone = _restored_core(2, voters=("n1",))
+    while alone.role is not Role.LEADER:
+        alone.tick()
+    alone.advance(alone.ready())  # its entries and its term's no-op are durable: committed
+    assert alone.commit == 3 and alone.ticks_since_leader == 0
+    assert readiness(alone, 2, None, 1) == "catching up: applied 2 of the leader's commit index 3"
+    assert readiness(alone, 3, None, 1) is None
 
 
 # ------------------------------------------------------------ big appends
@@ -848,3 +895,31 @@ def test_kill_9_of_the_leader_answers_a_write_through_a_follower_promptly(tmp_pa
         assert retry.status == 200, retry.body
         assert time.monotonic() - retry_started < 2.0
         assert time.monotonic() - killed_at < 2.5
+
+
+def test_a_restarted_follower_is_not_ready_before_it_has_the_leaders_commits(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path, engine="native") as c:
+        leader = c.wait_ready()
+        behind = next(n.node_id for n in c.nodes if n.node_id != leader)
+        c.terminate(behind)
+        url = c.node(leader).url
+        for i in range(300):
+            assert call("PUT", f"{url}/v1/kv/k{i}", b"v").status == 200
+        committed = c.status(leader)["commit_index"]  # type: ignore[index]
+        c.start_node(behind)
+        node_url = c.node(behind).url
+        deadline = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < deadline, "the restarted follower never became ready"
+            try:
+                ready = call("GET", f"{node_url}/readyz", timeout=2)
+                status = call("GET", f"{node_url}/v1/status", timeout=2).json()
+            except OSError:
+                continue  # not listening yet
+            if ready.status == 200:
+                break
+            assert ready.error_code == "not_ready" and status["ready"] is False
+        # Ready means caught up with what the leader had committed (and told
+        # it): the last write before the restart is in its local replica.
+        assert call("GET", f"{node_url}/v1/kv/k299?consistency=serializable").status == 200
+        assert call("GET", f"{node_url}/v1/status").json()["applied_index"] >= committed

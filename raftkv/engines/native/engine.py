@@ -18,6 +18,7 @@ from raftkv.config import NodeConfig, parse_host_port
 from raftkv.engine import Engine, EngineStatus, Member, StateMachine
 from raftkv.engines.native.driver import RaftDriver
 from raftkv.engines.native.entry_codec import origin_prefix
+from raftkv.engines.native.readiness import readiness
 from raftkv.engines.native.recovery import recover, snapshot_meta_from_json
 from raftkv.engines.native.requests import ProposalBook, ReadBook
 from raftkv.errors import (
@@ -315,7 +316,7 @@ class NativeEngine(Engine):
         elif self._stopped:
             role, not_ready = "unknown", "the engine is stopped"
         else:
-            not_ready = _not_ready_reason(core)
+            not_ready = readiness(core, core.applied, None, self.options.election_ticks)
         return EngineStatus(
             node_id=self._id,
             role=role,
@@ -380,14 +381,6 @@ def _expire_read(reads: ReadBook, future: asyncio.Future[None], timeout: float) 
         future.set_exception(NoLeaderError(f"no leader was usable within {timeout:g}s; the read was not submitted"))
     else:
         future.set_exception(ReadTimeoutError(f"could not confirm the read with a quorum within {timeout:g}s"))
-
-
-def _not_ready_reason(core: RaftCore) -> str | None:
-    if core.leader_id is None:
-        return "no leader is known"
-    if core.applied < core.commit:
-        return f"catching up: applied {core.applied} of {core.commit}"
-    return None
 
 
 def _connected(transport: TcpTransport, peer: str) -> bool:
