@@ -115,6 +115,7 @@ class RaftCore:
         # Readiness inputs (see the leader_commit and ticks_since_leader properties).
         self._leader_commit = 0
         self._ticks_since_leader = 0
+        self._ticks = 0  # ticks since start, for Progress.heard_at
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._randomized_timeout = config.election_ticks
@@ -146,6 +147,7 @@ class RaftCore:
     # public API
     # ------------------------------------------------------------------
     def tick(self) -> None:
+        self._ticks += 1
         if self.role is _LEADER:
             self._tick_leader()
         else:
@@ -205,15 +207,37 @@ class RaftCore:
 
     @property
     def leader_commit(self) -> int:
-        """The leader's commit index: our own on the leader; on a follower
-        the highest the current leader reported (uncapped) in an append,
-        heartbeat, snapshot chunk or ReadIndex answer; 0 with no leader."""
-        return self.commit if self.role is _LEADER else self._leader_commit
+        """What a node must have applied to hold every entry the current
+        leader knew committed when it last reported (see _commit_bound): on
+        the leader its own; on a follower the highest the leader reported in
+        an append, heartbeat, snapshot chunk or ReadIndex answer; 0 with no
+        leader."""
+        return self._commit_bound() if self.role is _LEADER else self._leader_commit
 
     @property
     def ticks_since_leader(self) -> int:
-        """Ticks since the last message from the current leader (0 on the leader)."""
-        return 0 if self.role is _LEADER else self._ticks_since_leader
+        """How old our evidence is that the leader leads. On a follower: ticks
+        since the last append, heartbeat, snapshot chunk or ReadIndex answer
+        from it (the messages that report leader_commit). On the leader:
+        ticks since a quorum of voters (us included) last answered us or
+        granted us their vote, so a deposed leader that does not know it yet
+        ages like its followers would."""
+        if self.role is not _LEADER:
+            return self._ticks_since_leader
+        now = self._ticks
+        progress = self.progress
+        heard = [now if v == self.id else progress[v].heard_at for v in self.voters if v in progress]
+        if not heard:
+            return 0  # removed ourselves: we only finish replicating that
+        oldest = quorum_index(heard, len(self.voters))
+        return now - oldest if oldest >= 0 else now + 1
+
+    def _commit_bound(self) -> int:
+        """The leader's commit index once it has committed an entry of its
+        term; before that its commit index may lag entries an earlier
+        leader committed, so its last index (which holds them all)."""
+        commit = self.commit
+        return commit if self.log.term(commit) == self.term else self.log.last_index()
 
     def step(self, m: Message) -> None:
         if m.to != self.id:
@@ -478,6 +502,7 @@ class RaftCore:
             self._become_follower(self.term, None)
 
     def _become_leader(self) -> None:
+        granted = [v for v, yes in self._votes.items() if yes]
         self._reset(self.term)
         self.role = _LEADER
         self.leader_id = self.id
@@ -493,6 +518,9 @@ class RaftCore:
             me.match = self.log.unstable_from - 1
             me.become_replicate()
             me.recent_active = True
+        for peer in granted:
+            if peer in self.progress:
+                self.progress[peer].heard_at = self._ticks
         # The empty entry lets us commit (and so learn the commit index of)
         # everything from earlier terms; membership changes must wait for
         # it to be applied (the fix for the single-server-change bug).
@@ -552,10 +580,10 @@ class RaftCore:
     def _step_follower(self, m: Message) -> None:
         t = m.type
         if t == _APP:
-            self._heard_from_leader(m.frm, m.commit)
+            self._heard_from_leader(m.frm, m.hint)
             self._handle_append(m)
         elif t == _HEARTBEAT:
-            # index: the leader's real commit; commit: capped at our match.
+            # index: the leader's commit bound; commit: capped at our match.
             self._heard_from_leader(m.frm, m.index)
             commit = min(m.commit, self.log.last_index())
             if commit > self.commit:
@@ -568,8 +596,10 @@ class RaftCore:
             self._handle_snapshot_chunk(m)
         elif t == MsgType.READ_INDEX_RESP:
             if not m.reject:
-                if m.frm == self.leader_id and m.index > self._leader_commit:
-                    self._leader_commit = m.index
+                if m.frm == self.leader_id:
+                    self._ticks_since_leader = 0
+                    if m.hint > self._leader_commit:
+                        self._leader_commit = m.hint
                 if m.context != CATCH_UP_READ:
                     self._read_states.append(ReadState(m.context, m.index))
                 elif not self.bootstrapped and self._catch_up_to is None:
@@ -587,15 +617,14 @@ class RaftCore:
         elif t == MsgType.TRANSFER_LEADER:
             if self.leader_id is not None:
                 self._send(m._replace(to=self.leader_id, frm=self.id, term=self.term))
-        if m.frm == self.leader_id:
-            self._ticks_since_leader = 0
         if not self.bootstrapped and self._catch_up_to is not None and self.commit >= self._catch_up_to:
             self._become_bootstrapped()
 
     def _heard_from_leader(self, leader: str, commit: int) -> None:
         """An append, heartbeat or snapshot chunk of our term from ``leader``,
-        which reports its real commit index ``commit``."""
+        which reports its commit bound ``commit`` (see _commit_bound)."""
         self._election_elapsed = 0
+        self._ticks_since_leader = 0
         self.leader_id = leader
         if commit > self._leader_commit:
             self._leader_commit = commit
@@ -800,6 +829,7 @@ class RaftCore:
             if pr is None:
                 return
             pr.recent_active = True
+            pr.heard_at = self._ticks
             if pr.state is _SNAPSHOT and pr.snapshot is not None and pr.snapshot.meta.index == m.index:
                 pr.snap_acked = m.snap_offset
                 if m.snap_offset < len(pr.snapshot.data):
@@ -900,7 +930,10 @@ class RaftCore:
             sent_to = min(last, pr.next + self._cfg.max_entries_per_msg - 1)
             entries = log.slice(pr.next, sent_to)
         self._msgs.append(
-            Message(_APP, to, self.id, self.term, prev_term, prev, entries, self.commit, read_seq=self._reads.round)
+            Message(
+                _APP, to, self.id, self.term, prev_term, prev, entries, self.commit,
+                hint=self._commit_bound(), read_seq=self._reads.round,
+            )
         )
         pr.sent_entries(sent_to)
         return True
@@ -923,7 +956,7 @@ class RaftCore:
         done = off + len(chunk) >= len(snap.data)
         self._send(
             Message(
-                MsgType.SNAP, to, self.id, self.term, commit=self.commit,
+                MsgType.SNAP, to, self.id, self.term, commit=self._commit_bound(),
                 snapshot=snap.meta, snap_offset=off, snap_data=chunk, snap_done=done,
             )
         )
@@ -934,6 +967,7 @@ class RaftCore:
         if pr is None:
             return
         pr.recent_active = True
+        pr.heard_at = self._ticks
         if m.reject:
             if pr.lost_entries(m.read_seq, m.hint):
                 # Newer than its acknowledgement of pr.match, yet the
@@ -969,6 +1003,7 @@ class RaftCore:
         if pr is None:
             return
         pr.recent_active = True
+        pr.heard_at = self._ticks
         if pr.lost_entries(m.read_seq, m.index):
             # The follower lost entries it acknowledged (a wiped data dir, a
             # cut WAL): probe it from what it holds now.
@@ -988,10 +1023,11 @@ class RaftCore:
     def _broadcast_heartbeat(self) -> None:
         seq = self._reads.start_round()
         commit = self.commit
+        bound = self._commit_bound()
         for peer, pr in self.progress.items():
             if peer != self.id:
                 c = pr.match if pr.match < commit else commit
-                self._msgs.append(Message(_HEARTBEAT, peer, self.id, self.term, index=commit, commit=c, read_seq=seq))
+                self._msgs.append(Message(_HEARTBEAT, peer, self.id, self.term, index=bound, commit=c, read_seq=seq))
         if len(self.voters) == 1:
             self._release_confirmed_reads()
 
@@ -1041,7 +1077,10 @@ class RaftCore:
             pr = self.progress.get(requester)
             commit = min(pr.match, self.commit) if pr is not None else 0
             self._send(
-                Message(MsgType.READ_INDEX_RESP, requester, self.id, self.term, index=index, commit=commit, context=ctx)
+                Message(
+                    MsgType.READ_INDEX_RESP, requester, self.id, self.term, index=index, commit=commit,
+                    hint=self._commit_bound(), context=ctx,
+                )
             )
 
     def _start_transfer(self, target: str) -> None:

@@ -14,22 +14,26 @@ from raftkv.raft.types import Entry, SnapshotMeta
 
 
 class MsgType(enum.IntEnum):
-    APP = 0  # leader -> follower: entries after (index, log_term); commit; read_seq = the leader's latest heartbeat round
+    APP = 0  # leader -> follower: entries after (index, log_term); commit; hint = commit bound (*); read_seq = the leader's latest heartbeat round
     APP_RESP = 1  # index = last matching index, or the rejected index + hint; read_seq echoed
     VOTE = 2  # index/log_term = candidate's last entry; context=FORCE_VOTE for transfers
     VOTE_RESP = 3  # index/log_term = the answerer's last entry, hint = the answerer's term
     PRE_VOTE = 4  # term = the term the sender would campaign in
     PRE_VOTE_RESP = 5  # as VOTE_RESP
-    HEARTBEAT = 6  # commit (capped at the follower's match), index = the leader's real commit, read_seq
+    HEARTBEAT = 6  # commit (capped at the follower's match), index = commit bound (*), read_seq
     HEARTBEAT_RESP = 7  # read_seq echoed, index = the follower's last index
-    SNAP = 8  # snapshot meta, snap_offset, snap_data, snap_done; commit = the leader's commit
+    SNAP = 8  # snapshot meta, snap_offset, snap_data, snap_done; commit = commit bound (*)
     SNAP_RESP = 9  # index = snapshot index, snap_offset = bytes received so far
     PROP = 10  # follower -> leader: forwarded proposals (entries with index 0)
     READ_INDEX = 11  # follower -> leader: context = read ctx
-    READ_INDEX_RESP = 12  # leader -> follower: context, index, commit (capped as in HEARTBEAT); reject if refused
+    READ_INDEX_RESP = 12  # leader -> follower: context, index, commit (capped as in HEARTBEAT), hint = commit bound (*); reject if refused
     TIMEOUT_NOW = 13  # leader -> transfer target: campaign now
     TRANSFER_LEADER = 14  # follower -> leader: context = target id
 
+
+# (*) The commit bound is what a node must have applied to hold every entry
+# the leader knows committed: its commit index once it committed an entry of
+# its term, its last index before (RaftCore.leader_commit, for readiness).
 
 # Marks a vote request caused by a leadership transfer: receivers must not
 # ignore it on the grounds that they heard from a leader recently.

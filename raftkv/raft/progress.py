@@ -38,6 +38,7 @@ class Progress:
         "snap_sent",
         "is_learner",
         "match_round",
+        "heard_at",
     )
 
     def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False) -> None:
@@ -58,6 +59,8 @@ class Progress:
         # ``match``, so if it shows less, the follower lost entries (see
         # lost_entries and docs/raft-core.md).
         self.match_round = 0
+        # The leader's tick count when this peer last answered (-1: never).
+        self.heard_at = -1
 
     def become_probe(self) -> None:
         if self.state is ProgressState.SNAPSHOT and self.snapshot is not None:
