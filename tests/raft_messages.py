@@ -68,7 +68,9 @@ def messages(draw: st.DrawFn, types: list[MsgType] | None = None) -> Message:
         "commit": draw(INTS),
         "reject": draw(st.booleans()),
         "hint": draw(INTS),
-        "context": draw(st.one_of(st.binary(max_size=16), st.just(FORCE_VOTE))),
+        "context": draw(
+            IDS.map(str.encode) if t == MsgType.TRANSFER_LEADER else st.one_of(st.binary(max_size=16), st.just(FORCE_VOTE))
+        ),
         "read_seq": draw(INTS),
         "snap_offset": draw(INTS) if t == MsgType.SNAP_RESP else 0,
     }
@@ -138,6 +140,11 @@ def message_invariant_problem(m: Any) -> str | None:
         for i, e in enumerate(m.entries):
             if e.index != m.index + 1 + i or not m.log_term <= e.term <= m.term:
                 return "append entry out of place"
+    if m.type == MsgType.TRANSFER_LEADER:
+        try:
+            m.context.decode()
+        except UnicodeDecodeError:
+            return "transfer target not UTF-8"
     if (m.snapshot is not None) != (m.type == MsgType.SNAP):
         return "snapshot presence"
     if m.snapshot is not None:

@@ -119,6 +119,7 @@ _SNAP_TAIL = (0, 0, (), 0, False, 0, b"", 0)  # log_term .. read_seq
         (_pack(*_HB, 1, 0, 0, (), 0, False, 0, "text"), "must be bytes"),
         (_pack(*_HB, 1, 0, 0, (), 0, False, 0, b"x" * 1025), "context of 1025 bytes"),
         (_pack(*_HB, 1, 0, 0, 0), "entries must be an array"),
+        (_pack(int(MsgType.TRANSFER_LEADER), "a", "b", 1, 0, 0, (), 0, False, 0, b"\xff"), "node id in UTF-8"),
         (_pack(*_HB, 1, 0, 0, ((1, 1, 0, b"x"),)), "HEARTBEAT message carries no entries"),
         (_pack(*_HB, 1, *_SNAP_TAIL, (1, 1, (("a",), ()))), "carries no snapshot"),
         (_pack(*_HB, 1, *_SNAP_TAIL, None, 0, b"chunk"), "carries no snapshot"),

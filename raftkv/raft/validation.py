@@ -33,6 +33,7 @@ MAX_MEMBERS = 1024  # voters plus learners in a snapshot's configuration
 # Plain ints: comparing with an IntEnum member is several times slower.
 _MAX_TYPE = int(max(MsgType))
 _APP, _PROP, _SNAP = int(MsgType.APP), int(MsgType.PROP), int(MsgType.SNAP)
+_TRANSFER = int(MsgType.TRANSFER_LEADER)
 _CONF = int(EntryKind.CONF_CHANGE)
 _KINDS = frozenset(int(k) for k in EntryKind)
 _CONF_KINDS = frozenset(int(k) for k in ConfChangeKind)
@@ -73,6 +74,11 @@ def check_fields(fields: tuple[Any, ...]) -> str | None:
         return "entries must be an array"
     if entries and t != _APP and t != _PROP:
         return f"a {MsgType(t).name} message carries no entries"
+    if t == _TRANSFER and context:
+        try:
+            context.decode()  # the target node id, which the leader decodes
+        except UnicodeDecodeError:
+            return "a TRANSFER_LEADER context is a node id in UTF-8"
     if t == _SNAP:
         if type(snapshot) is not tuple:
             return "a SNAP message needs snapshot metadata"
