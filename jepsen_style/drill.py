@@ -10,8 +10,6 @@ follower holding a forward to a dead leader used to keep waiting."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -23,6 +21,7 @@ import orjson
 
 from raftkv.local_cluster import LocalCluster
 
+from jepsen_style.harness import EXIT_HARNESS_FAILURE, STARTUP_TIMEOUT_S, HarnessCluster, HarnessError
 from jepsen_style.report.drill_summary import RoundResult, drill_json, format_table, round_of, spread
 from jepsen_style.workloads.node_api import (
     NodeApi,
@@ -33,10 +32,8 @@ from jepsen_style.workloads.node_api import (
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_HARNESS_FAILURE = 2
 
 KEY_PREFIX = "drill/"
-STARTUP_TIMEOUT_S = 30.0
 POLL_S = 0.02
 MAX_IN_FLIGHT_PER_WRITER = 20
 STATUS_TIMEOUT_S = 0.5
@@ -196,9 +193,9 @@ def run_drill(config: DrillConfig) -> DrillResult:
 
 async def _run_drill(config: DrillConfig) -> DrillResult:
     config.out.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(tempfile.mkdtemp(prefix="jepsen-drill-"))
-    cluster = LocalCluster(data_dir, nodes=config.nodes, engine=config.engine,
-                           extra_args=list(config.node_args))
+    harness = HarnessCluster(nodes=config.nodes, engine=config.engine, node_args=config.node_args,
+                             logs_dir=config.out / "logs", prefix="jepsen-drill-")
+    cluster = harness.cluster
     rounds: list[RoundResult] = []
     errors: list[str] = []
     fault_times: list[float] = []
@@ -207,10 +204,7 @@ async def _run_drill(config: DrillConfig) -> DrillResult:
     patient: PatientClient | None = None
     patient_rounds: list[dict[str, Any]] = []
     try:
-        try:
-            await asyncio.to_thread(_start, cluster)
-        except Exception as error:  # whatever stopped the cluster, report it whole
-            raise _HarnessError(f"the cluster did not start: {error}") from None
+        await harness.start(STARTUP_TIMEOUT_S)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             apis = {n.node_id: NodeApi(session, n.url) for n in cluster.nodes}
             pollers = {n.node_id: NodeApi(session, n.url, STATUS_TIMEOUT_S) for n in cluster.nodes}
@@ -228,7 +222,7 @@ async def _run_drill(config: DrillConfig) -> DrillResult:
                 await writing
             await asyncio.to_thread(cluster.wait_ready, STARTUP_TIMEOUT_S)
             lost = await _lost_writes(list(apis.values()), writers.acked + patient.acked)
-    except _HarnessError as error:
+    except HarnessError as error:
         errors.append(str(error))
     except (TimeoutError, RuntimeError, UnexpectedReply, OutcomeUnknown, RequestNotSent) as error:
         errors.append(f"the drill could not finish: {str(error).splitlines()[0]}")
@@ -236,7 +230,7 @@ async def _run_drill(config: DrillConfig) -> DrillResult:
         traceback.print_exc()
         errors.append(f"the harness itself failed: {type(error).__name__}: {error}")
     finally:
-        await asyncio.to_thread(_shutdown, cluster, config.out / "logs", data_dir)
+        await harness.stop()
     acked = (writers.acked if writers else []) + (patient.acked if patient else [])
     rounds = _with_write_counts(rounds, acked, lost, fault_times)
     result = drill_json(rounds, _config_dict(config), len(acked), [w.key for w in lost],
@@ -257,21 +251,12 @@ async def _run_drill(config: DrillConfig) -> DrillResult:
     return DrillResult(code, result, format_table(result) + "\n" + _patient_table(result["patient_client"]))
 
 
-class _HarnessError(RuntimeError):
-    pass
-
-
-def _start(cluster: LocalCluster) -> None:
-    cluster.start()
-    cluster.wait_ready(STARTUP_TIMEOUT_S)
-
-
 async def _round(number: int, config: DrillConfig, cluster: LocalCluster, apis: dict[str, NodeApi],
                  pollers: dict[str, NodeApi], writers: Writers, fault_times: list[float],
                  patient: PatientClient, patient_rounds: list[dict[str, Any]]) -> RoundResult:
     old = await _wait_for_leader(pollers, exclude=None, timeout=config.round_timeout_s)
     if old is None:
-        raise _HarnessError(f"round {number}: no leader before the fault")
+        raise HarnessError(f"round {number}: no leader before the fault")
     patient.target = next(n for n in sorted(apis) if n != old)  # a follower, which survives the fault
     await asyncio.sleep(config.steady_s)
     ack_index = len(writers.acked)
@@ -382,7 +367,7 @@ async def _lost_writes(apis: list[NodeApi], acked: list[AckedWrite]) -> list[Ack
             last_error = error
             continue
         return [w for w in acked if stored.get(w.key) != w.value]
-    raise _HarnessError(f"could not read the writes back from any node: {last_error}")
+    raise HarnessError(f"could not read the writes back from any node: {last_error}")
 
 
 def _with_write_counts(rounds: list[RoundResult], acked: list[AckedWrite], lost: list[AckedWrite],
@@ -397,17 +382,6 @@ def _with_write_counts(rounds: list[RoundResult], acked: list[AckedWrite], lost:
         lost_in[round_of(write.acked, fault_times)] += 1
     return [RoundResult(**{**asdict(r), "acknowledged": acked_in[r.round], "lost": lost_in[r.round]})
             for r in rounds]
-
-
-def _shutdown(cluster: LocalCluster, logs: Path, data_dir: Path) -> None:
-    try:
-        cluster.stop()
-    finally:
-        logs.mkdir(parents=True, exist_ok=True)
-        for node in cluster.nodes:
-            if node.log_path.exists():
-                shutil.copyfile(node.log_path, logs / f"{node.node_id}.log")
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _config_dict(config: DrillConfig) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from typing import TextIO
 
 from raftkv.config import DEFAULT_ENGINE, ENGINES
 
+from jepsen_style.harness import EXIT_HARNESS_FAILURE, HarnessError, require_harness_extra
 from jepsen_style.nemesis.kinds import GROUPS, KINDS, NemesisChoiceError, parse_nemeses
 from jepsen_style.workloads import WORKLOAD_NAMES
 
-# Same meaning as jepsen_style.runner's; that module (matplotlib, aiohttp) is
-# imported only when a run starts so `--help` and input errors stay fast.
-EXIT_HARNESS_FAILURE = 2
+# jepsen_style.runner (matplotlib, aiohttp) is imported only when a run starts,
+# so `--help` and input errors stay fast.
 
 
 def _positive(kind: type, text: str) -> float:
@@ -100,6 +100,11 @@ def run_from_args(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return EXIT_HARNESS_FAILURE
     if args.unsafe_serializable_reads and args.workload != "register":
         print("error: --unsafe-serializable-reads applies to --workload register only", file=sys.stderr)
+        return EXIT_HARNESS_FAILURE
+    try:
+        require_harness_extra()  # before anything starts, not when the report is drawn
+    except HarnessError as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_HARNESS_FAILURE
     from jepsen_style.runner import RunConfig, run
 

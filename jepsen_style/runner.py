@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -14,12 +12,10 @@ from typing import Any
 
 import aiohttp
 
-from raftkv.local_cluster import LocalCluster
-
+from jepsen_style.harness import EXIT_HARNESS_FAILURE, STARTUP_TIMEOUT_S, HarnessCluster, HarnessError
 from jepsen_style.history import HistoryFormatError
 from jepsen_style.nemesis.executor import Nemesis
 from jepsen_style.nemesis.kinds import KINDS
-from jepsen_style.nemesis.link_proxies import LinkProxies
 from jepsen_style.nemesis.schedule import PlannedFault, plan_faults
 from jepsen_style.report.results import build_results, write_results
 from jepsen_style.report.html import write_report
@@ -30,9 +26,7 @@ from jepsen_style.workloads.recorder import HistoryRecorder
 
 EXIT_VALID = 0
 EXIT_ANOMALIES = 1
-EXIT_HARNESS_FAILURE = 2
 
-STARTUP_TIMEOUT_S = 30.0
 SETTLE_TIMEOUT_S = 30.0
 FINAL_READ_ATTEMPTS = 10
 # How long clients' in-flight requests may take after the workload's time is up.
@@ -66,10 +60,6 @@ class RunResult:
     harness_errors: list[str] = field(default_factory=list)
 
 
-class HarnessError(RuntimeError):
-    """The harness could not do its job (cluster would not start, ...)."""
-
-
 def run(config: RunConfig) -> RunResult:
     return asyncio.run(_run(config))
 
@@ -77,12 +67,10 @@ def run(config: RunConfig) -> RunResult:
 async def _run(config: RunConfig) -> RunResult:
     config.out.mkdir(parents=True, exist_ok=True)
     workload = make_workload(config.workload, config.unsafe_serializable_reads)
-    data_dir = Path(tempfile.mkdtemp(prefix="jepsen-cluster-"))
-    needs_proxies = any(KINDS[k].needs_link_proxies for k in config.nemeses)
-    proxies = LinkProxies() if needs_proxies else None
-    cluster = LocalCluster(data_dir, nodes=config.nodes, engine=config.engine,
-                           extra_args=list(config.node_args),
-                           router=proxies.route if proxies else None)
+    harness = HarnessCluster(nodes=config.nodes, engine=config.engine, node_args=config.node_args,
+                             logs_dir=config.out / "logs",
+                             link_proxies=any(KINDS[k].needs_link_proxies for k in config.nemeses))
+    cluster, proxies = harness.cluster, harness.proxies
     recorder = HistoryRecorder(config.out / "history.jsonl")
     errors: list[str] = []
     run_started = time.monotonic()
@@ -94,10 +82,7 @@ async def _run(config: RunConfig) -> RunResult:
     plan = plan_faults(config.nemeses, config.time_s, random.Random(f"{config.seed}/schedule"),
                        config.quiet_s, config.fault_s)
     try:
-        try:
-            await asyncio.to_thread(_start_cluster, cluster, proxies)
-        except Exception as error:  # any failure to start is the harness's, reported in full
-            raise HarnessError(f"the cluster did not start: {error}") from None
+        await harness.start(STARTUP_TIMEOUT_S)
         phases["cluster_ready"] = time.monotonic() - run_started
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             apis = [NodeApi(session, url) for url in cluster.endpoints]
@@ -129,7 +114,7 @@ async def _run(config: RunConfig) -> RunResult:
         errors.append(f"the harness itself failed: {type(error).__name__}: {error}")
     finally:
         recorder.close()
-        await asyncio.to_thread(_shutdown, cluster, proxies, config.out / "logs", data_dir)
+        await harness.stop()
     if checkable:
         try:
             check = workload.check(recorder.events)
@@ -145,14 +130,6 @@ async def _run(config: RunConfig) -> RunResult:
         (config.out / "failure.svg").write_text(check.failure_svg, encoding="utf-8")
     write_report(config.out, results, recorder.events, check)
     return RunResult(exit_code, results, _summary(config, results), errors)
-
-
-def _start_cluster(cluster: LocalCluster, proxies: LinkProxies | None) -> None:
-    if proxies is not None:
-        proxies.start()
-        proxies.create({node.node_id: node.peer_addr for node in cluster.nodes})
-    cluster.start()
-    cluster.wait_ready(STARTUP_TIMEOUT_S)
 
 
 async def _setup_workload(workload: Workload, apis: list[NodeApi]) -> None:
@@ -207,20 +184,6 @@ async def _final_reads(workload: Workload, apis: list[NodeApi], recorder: Histor
         else:
             missing.append(str(op.key))
     return missing
-
-
-def _shutdown(cluster: LocalCluster, proxies: LinkProxies | None, logs: Path, data_dir: Path) -> None:
-    try:
-        cluster.stop()
-    finally:
-        logs.mkdir(parents=True, exist_ok=True)
-        for node in cluster.nodes:
-            if node.log_path.exists():
-                shutil.copyfile(node.log_path, logs / f"{node.node_id}.log")
-        if proxies is not None:
-            proxies.stop()
-            (logs / "toxiproxy.log").write_text(proxies.log_text(), encoding="utf-8")
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _exit_code(check: CheckOutcome | None, errors: list[str]) -> int:
