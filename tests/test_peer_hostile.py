@@ -13,6 +13,7 @@ a real one; the last test pins that documented limit (docs/transport.md).
 
 from __future__ import annotations
 
+import inspect
 import socket
 import time
 from collections.abc import Iterator
@@ -34,9 +35,16 @@ CLUSTER_ID = "raftkv"  # TcpTransport's default, which `raftkv serve` uses
 SANE_TERM = 1000  # a test cluster's real term stays far below this
 
 
+def plaintext_cluster(base_dir: Path) -> LocalCluster:
+    """A native cluster whose peers speak plaintext, so a raw socket can talk to them."""
+    if "peer_tls" in inspect.signature(LocalCluster).parameters:
+        return LocalCluster(base_dir, engine="native", peer_tls=False)  # type: ignore[call-arg]
+    return LocalCluster(base_dir, engine="native")  # before peer TLS, every cluster was plaintext
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path_factory.mktemp("hostile"), engine="native") as c:
+    with plaintext_cluster(tmp_path_factory.mktemp("hostile")) as c:
         c.wait_ready()
         yield c
 
@@ -189,7 +197,7 @@ def test_plaintext_peers_trust_the_network_a_forged_proposal_is_committed(tmp_pa
     """The documented limit of plaintext peer connections: a well-formed
     forwarded write from someone who says hello as a member is committed,
     identically on every node. Only authenticated peers can refuse it."""
-    with LocalCluster(tmp_path, engine="native") as c:
+    with plaintext_cluster(tmp_path) as c:
         leader = c.wait_ready()
         follower = next(n.node_id for n in c.nodes if n.node_id != leader)
         forged = _readdress(_forged_put("forged-key"), leader, follower)
