@@ -216,6 +216,9 @@ class RaftDriver:
         so the outcome is unknown; the caller retries (with its idempotency
         key), and the retry waits here for the next leader. Proposals still
         queued never left this node and go to the next leader instead.
+        (Even one whose entry the old leader replicated here answers at
+        once: waiting for the next election to settle it could take until
+        the request timeout, e.g. in a partition.)
         """
         to = self.proposals.forwarded_to
         if to is None:
