@@ -59,7 +59,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         description="Start a local raftkv cluster, run a workload from concurrent clients while a "
         "nemesis injects faults, heal, let the cluster settle, do final reads, check the history and "
         "write a report. Exit 0: valid; 1: anomalies found; 2: the harness failed or the checker "
-        "could not decide.",
+        "could not decide. Needs the harness extra: pip install 'raftkv[harness]'.",
         epilog=f"nemeses: {kinds}. Groups: {groups}; all = every nemesis the engine supports; "
         "none = no faults. Partition and latency nemeses need --engine native.",
     )
