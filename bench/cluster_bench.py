@@ -9,6 +9,10 @@ a noisy machine; medians over rounds are reported. etcd is driven through its HT
 
     python bench/cluster_bench.py --engines native,pysyncobj --etcd --duration 5 --rounds 3
 
+Native-engine peers run mutual TLS, as everywhere by default; `--peer-tls
+both` runs a plaintext-peer cluster beside it (`raftkv-native-plain`) and
+adds a ratio table of TLS vs plaintext.
+
 Needs `wrk` (and `etcd` for --etcd): `apt-get install wrk etcd-server`.
 Prints a markdown table; `--json FILE` also writes the raw figures.
 """
@@ -255,6 +259,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--json", type=Path, help="write raw per-round results here")
     parser.add_argument(
+        "--peer-tls",
+        choices=("on", "off", "both"),
+        default="on",
+        help="native engine peers over mutual TLS (on, the default), plaintext (off), or both side by side",
+    )
+    parser.add_argument(
         "--workloads",
         default=",".join(f"{w}/{c}" for w, c in WORKLOADS),
         help="comma-separated workload/connections pairs to run (default: %(default)s)",
@@ -274,10 +284,16 @@ def main() -> int:
         base = Path(tmp)
         systems = []
         for engine in filter(None, args.engines.split(",")):
-            cluster = stack.enter_context(LocalCluster(base / f"raftkv-{engine}", engine=engine))
-            url = cluster.node(cluster.wait_ready(60)).url
-            preload_raftkv(url)
-            systems.append(System(f"raftkv-{engine}", url, {"write": RAFTKV_WRITE, "read": RAFTKV_READ}))
+            # pysyncobj cannot do TLS: its peers are plaintext whatever --peer-tls says.
+            variants = {"on": [True], "off": [False], "both": [True, False]}[args.peer_tls]
+            for peer_tls in variants if engine == "native" else [False]:
+                name = f"raftkv-{engine}" + ("" if peer_tls or engine != "native" else "-plain")
+                cluster = stack.enter_context(
+                    LocalCluster(base / name, engine=engine, peer_tls=peer_tls if engine == "native" else None)
+                )
+                url = cluster.node(cluster.wait_ready(60)).url
+                preload_raftkv(url)
+                systems.append(System(name, url, {"write": RAFTKV_WRITE, "read": RAFTKV_READ}))
         if args.etcd:
             url = start_etcd(base, stack)
             systems.append(System("etcd", url, {"write": _etcd_script("write"), "read": _etcd_script("read")}))
@@ -286,6 +302,11 @@ def main() -> int:
     if args.etcd:
         print()
         print(ratio_table(ratios(all_rounds, "etcd"), "etcd"))
+    if args.peer_tls == "both" and "native" in args.engines.split(","):
+        plain = "raftkv-native-plain"
+        tls_rows = [row for row in ratios(all_rounds, plain) if row[0] == "raftkv-native"]
+        print()
+        print(ratio_table(tls_rows, plain))
     if args.json:
         args.json.write_text(json.dumps([[asdict(r) for r in rnd] for rnd in all_rounds], indent=2))
     return 0

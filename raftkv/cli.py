@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from raftkv import cli_client
-from raftkv.config import DEFAULT_ENGINE, ENGINES, NodeConfig, parse_peers
+from raftkv import cli_client, cli_tls
+from raftkv.config import DEFAULT_ENGINE, ENGINES, InsecurePeersError, NodeConfig, parse_peers
 from raftkv.kv.limits import Limits
 
 DEFAULT_LIMITS = Limits()
@@ -26,14 +26,17 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run one raftkv node. Only the flags that name a RAFTKV_* variable in their "
             "help can also be set through it (a flag given wins): RAFTKV_ID, RAFTKV_DATA_DIR, "
-            "RAFTKV_LISTEN, RAFTKV_PEER_LISTEN, RAFTKV_PEERS, RAFTKV_ENGINE, RAFTKV_LOG_LEVEL."
+            "RAFTKV_LISTEN, RAFTKV_PEER_LISTEN, RAFTKV_PEERS, RAFTKV_ENGINE, RAFTKV_LOG_LEVEL, "
+            "and the cluster id and TLS ones named below."
         ),
         epilog=(
             "example: raftkv serve --id n1 --data-dir data/n1 --listen 127.0.0.1:7001 "
             "--peer-listen 127.0.0.1:7101 "
             "--peers n1=127.0.0.1:7101,n2=127.0.0.1:7102,n3=127.0.0.1:7103. "
             "Exit status 1: the data dir is corrupt or in use by another process (one line "
-            "on stderr says which file; docs/operations.md says how to recover)."
+            "on stderr says which file; docs/operations.md says how to recover). "
+            "Exit status 2: a bad flag, plaintext peers beyond loopback without --insecure-peers, "
+            "or a certificate, key or CA file that cannot be used (one line says which)."
         ),
     )
     p.add_argument("--id", default=_env("ID"), help="this node's id, e.g. n1 (RAFTKV_ID)")
@@ -52,6 +55,7 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         choices=ENGINES,
         help=f"consensus engine (default {DEFAULT_ENGINE}; RAFTKV_ENGINE)",
     )
+    cli_tls.add_serve_flags(p)
     p.add_argument("--max-key-bytes", type=int, default=DEFAULT_LIMITS.max_key_bytes)
     p.add_argument("--max-value-bytes", type=int, default=DEFAULT_LIMITS.max_value_bytes)
     p.add_argument("--max-txn-ops", type=int, default=DEFAULT_LIMITS.max_txn_ops)
@@ -117,6 +121,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         peer_addr=args.peer_listen,
         peers=parse_peers(args.peers),
         engine=args.engine,
+        **cli_tls.tls_config_from_args(args),
         limits=Limits(
             max_key_bytes=args.max_key_bytes,
             max_value_bytes=args.max_value_bytes,
@@ -134,11 +139,17 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
 
 # `raftkv serve` could not use its data dir: corrupt, or locked by another process.
 EXIT_STORAGE = 1
+# A flag or a file it names cannot be used (argparse's own status for bad flags).
+EXIT_USAGE = 2
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
+    except InsecurePeersError as exc:
+        # A refusal by policy, not a typo: one line, no usage text.
+        print(f"raftkv serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ValueError as exc:
         args.parser.error(str(exc))
     logging.basicConfig(
@@ -147,9 +158,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     )
     from raftkv.node import run
     from raftkv.storage import SnapshotCorruptError, StorageError, WALCorruptError, WALLockedError
+    from raftkv.tls import TLSConfigError
 
     try:
         run(config)
+    except TLSConfigError as exc:
+        print(f"raftkv serve: node {config.node_id} cannot start: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (WALCorruptError, SnapshotCorruptError) as exc:
         # One line, no traceback: the operator needs the file, the offset and what to do.
         print(
@@ -189,6 +204,12 @@ def _add_dev(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--peer-port", type=int, default=7101, help="first node's Raft port (default 7101)")
     p.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES)
     p.add_argument("--clean", action="store_true", help="delete the cluster's data before starting")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the HTTP API over HTTPS too (peers always run mutual TLS, except with pysyncobj); "
+        "the CA to trust is DATA_DIR/certs/ca.pem",
+    )
     p.set_defaults(func=_run_dev, parser=p)
 
 
@@ -204,6 +225,7 @@ def _run_dev(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         peer_port=args.peer_port,
         engine=args.engine,
+        tls=args.tls,
     )
     return cluster.run_forever(clean=args.clean)
 
@@ -217,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(subparsers)
     _add_dev(subparsers)
+    cli_tls.register(subparsers)
     cli_client.register(subparsers)
     return parser
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from raftkv.kv.limits import Limits
 
 ENGINES = ("native", "pysyncobj")
 DEFAULT_ENGINE = "native"
+DEFAULT_CLUSTER_ID = "raftkv"
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -33,6 +35,38 @@ def parse_peers(text: str) -> dict[str, str]:
     return peers
 
 
+class InsecurePeersError(ValueError):
+    """Plaintext peers on an address beyond loopback, without --insecure-peers."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """True only for addresses nothing beyond this machine can reach ('' and 0.0.0.0 are every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+@dataclass(frozen=True)
+class PeerTLSFiles:
+    """This node's certificate and key, and the cluster CA that signs every member's."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+@dataclass(frozen=True)
+class HttpTLSFiles:
+    """HTTPS for the client API; with ``client_ca_file`` clients must show a certificate it signed."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     node_id: str
@@ -47,11 +81,34 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     default_timeout: float = 5.0
     max_timeout: float = 60.0
+    # Peers say it in their hello and their certificates name it: a node of
+    # another cluster is refused even if it reaches our peer port.
+    cluster_id: str = DEFAULT_CLUSTER_ID
+    peer_tls: PeerTLSFiles | None = None
+    # Plaintext peers on an address beyond loopback, accepted knowingly.
+    insecure_peers: bool = False
+    http_tls: HttpTLSFiles | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.node_id not in self.peers:
             raise ValueError(f"--peers must include this node's own id {self.node_id!r}")
+        if not self.cluster_id:
+            raise ValueError("--cluster-id must not be empty")
         parse_host_port(self.client_addr)
-        parse_host_port(self.peer_addr)
+        peer_host, _ = parse_host_port(self.peer_addr)
+        if self.peer_tls is not None:
+            if self.engine == "pysyncobj":
+                raise ValueError(
+                    "the pysyncobj engine cannot use TLS between peers: use --engine native, "
+                    "or drop the --peer-*-file flags and keep its peer port on 127.0.0.1"
+                )
+            if self.insecure_peers:
+                raise ValueError("--insecure-peers contradicts --peer-cert-file/--peer-key-file/--peer-ca-file")
+        elif not self.insecure_peers and not is_loopback_host(peer_host):
+            raise InsecurePeersError(
+                f"refusing plaintext peers on {self.peer_addr}: anyone who reaches it can act as a member. "
+                "Give --peer-cert-file, --peer-key-file and --peer-ca-file (make them with `raftkv certs`), "
+                "listen on 127.0.0.1, or pass --insecure-peers if the network is trusted"
+            )

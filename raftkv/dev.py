@@ -25,6 +25,7 @@ class DevCluster:
         http_port: int,
         peer_port: int,
         engine: str,
+        tls: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.cluster = LocalCluster(
@@ -34,6 +35,8 @@ class DevCluster:
             http_ports=[http_port + i for i in range(nodes)],
             peer_ports=[peer_port + i for i in range(nodes)],
             die_with_owner=True,
+            # Peers run mutual TLS (certificates in data_dir/certs) unless the engine cannot.
+            client_tls=tls,
         )
         self._restarts = {n.node_id: 0 for n in self.cluster.nodes}
         self._next_start = {n.node_id: 0.0 for n in self.cluster.nodes}
@@ -116,6 +119,8 @@ class DevCluster:
         print(f"  curl {last}/v1/kv/greeting")
         print(f"  curl '{first}/v1/kv?prefix=gr'")
         print(f"  curl {first}/v1/status")
+        if self.cluster.client_tls:
+            print(f"HTTPS: give curl --cacert {self.cluster.certs_dir / 'ca.pem'} (raftkv commands: SSL_CERT_FILE=...)")
         print(f"Ctrl-C stops the cluster; its data stays in {self.data_dir}/", flush=True)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -88,10 +89,11 @@ class LocalNode:
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.http_addr}"
+        return f"{self.scheme}://{self.http_addr}"
 
     @property
     def running(self) -> bool:
@@ -109,8 +111,15 @@ class LocalCluster:
         extra_args: list[str] | None = None,
         router: PeerRouter | None = None,
         die_with_owner: bool = False,
+        peer_tls: bool | None = None,
+        client_tls: bool = False,
     ) -> None:
-        """`die_with_owner`: on Linux the nodes get SIGKILL when the thread that
+        """`peer_tls`: the nodes talk mutual TLS with certificates made in
+        base_dir/certs (default: on, except for the pysyncobj engine, which
+        cannot); False runs plaintext peers. `client_tls`: the HTTP API is
+        HTTPS with the same certificates (clients trust base_dir/certs/ca.pem).
+
+        `die_with_owner`: on Linux the nodes get SIGKILL when the thread that
         started them exits (PR_SET_PDEATHSIG), so even a kill -9 of the owner
         leaves no orphans. The kernel ties this to the starting *thread*, so only
         an owner that starts nodes from its main thread (raftkv dev) may set it.
@@ -132,6 +141,17 @@ class LocalCluster:
         ]
         self.router = router
         self.die_with_owner = die_with_owner
+        if peer_tls is None:
+            peer_tls = engine != "pysyncobj"
+        elif peer_tls and engine == "pysyncobj":
+            raise ValueError("the pysyncobj engine cannot run peers over TLS")
+        self.peer_tls = peer_tls
+        self.client_tls = client_tls
+        self.certs_dir = base_dir / "certs"
+        self.ssl_context: ssl.SSLContext | None = None  # how our own HTTP calls trust the nodes
+        if client_tls:
+            for node in self.nodes:
+                node.scheme = "https"
 
     # -- processes ---------------------------------------------------------
 
@@ -162,14 +182,43 @@ class LocalCluster:
             "--peer-listen", node.peer_addr,
             "--peers", self.peers_arg(node),
             "--engine", self.engine,
+            *self._tls_args(node),
             *self.extra_args,
         ]
+
+    def _tls_args(self, node: LocalNode) -> list[str]:
+        from raftkv.certs import CA_CERT_FILE, node_files
+
+        files = node_files(self.certs_dir, node.node_id)
+        ca = str(self.certs_dir / CA_CERT_FILE)
+        args: list[str] = []
+        if self.peer_tls:
+            args += ["--peer-cert-file", str(files.cert), "--peer-key-file", str(files.key), "--peer-ca-file", ca]
+        if self.client_tls:
+            args += ["--cert-file", str(files.cert), "--key-file", str(files.key)]
+        return args
+
+    def make_certs(self) -> None:
+        """A CA and one certificate per node in base_dir/certs, kept across restarts of the cluster."""
+        if not (self.peer_tls or self.client_tls):
+            return
+        from raftkv.certs import CA_CERT_FILE, make_ca, make_node, node_files
+
+        ca = self.certs_dir / CA_CERT_FILE
+        if not ca.exists():
+            make_ca(self.certs_dir)
+        for node in self.nodes:
+            if not node_files(self.certs_dir, node.node_id).cert.exists():
+                make_node(self.certs_dir, node.node_id)
+        if self.client_tls and self.ssl_context is None:
+            self.ssl_context = ssl.create_default_context(cafile=ca)
 
     def start_node(self, node_id: str) -> None:
         node = self.node(node_id)
         if node.running:
             return
         node.data_dir.mkdir(parents=True, exist_ok=True)
+        self.make_certs()
         preexec = None
         if self.die_with_owner:
             if threading.current_thread() is not threading.main_thread():
@@ -246,14 +295,18 @@ class LocalCluster:
 
     def status(self, node_id: str, timeout: float = 1.0) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"{self.node(node_id).url}/v1/status", timeout=timeout) as r:
+            with urllib.request.urlopen(
+                f"{self.node(node_id).url}/v1/status", timeout=timeout, context=self.ssl_context
+            ) as r:
                 return orjson.loads(r.read())
         except (OSError, ValueError):
             return None
 
     def is_ready(self, node_id: str, timeout: float = 1.0) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.node(node_id).url}/readyz", timeout=timeout) as r:
+            with urllib.request.urlopen(
+                f"{self.node(node_id).url}/readyz", timeout=timeout, context=self.ssl_context
+            ) as r:
                 return r.status == 200
         except (OSError, urllib.error.HTTPError):
             return False

@@ -9,10 +9,11 @@ import signal
 
 from aiohttp import web
 
-from raftkv.config import NodeConfig, parse_host_port
+from raftkv.config import NodeConfig, is_loopback_host, parse_host_port
 from raftkv.engine import Engine
 from raftkv.kv.state_machine import KVStateMachine
 from raftkv.server.http_api import HttpApi
+from raftkv.tls import http_context_for, peer_tls_for
 
 log = logging.getLogger("raftkv.node")
 
@@ -28,15 +29,27 @@ def build_engine(config: NodeConfig, machine: KVStateMachine) -> Engine:
 
 
 async def serve(config: NodeConfig) -> None:
-    """Run the node until SIGINT or SIGTERM."""
+    """Run the node until SIGINT or SIGTERM.
+
+    Raises TLSConfigError before touching the data dir when a certificate,
+    key or CA file cannot be used.
+    """
+    peer_tls_for(config)  # the engine loads them again; this fails before storage is opened
+    http_ssl = http_context_for(config)
+    host, port = parse_host_port(config.client_addr)
+    if http_ssl is None and not is_loopback_host(host):
+        log.warning(
+            "the HTTP API on %s is plain HTTP without authentication and reachable beyond this machine; "
+            "give --cert-file/--key-file (and --client-ca-file to require client certificates)",
+            config.client_addr,
+        )
     machine = KVStateMachine()
     engine = build_engine(config, machine)
     await engine.start()
     api = HttpApi(engine, machine, config.limits, config.default_timeout, config.max_timeout)
     runner = web.ServerRunner(api.make_server())
     await runner.setup()
-    host, port = parse_host_port(config.client_addr)
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True, ssl_context=http_ssl)
     await site.start()
     # Everything allocated so far lives as long as the process: keep the
     # collector off it, and collect young objects less often. Measured under
@@ -44,8 +57,9 @@ async def serve(config: NodeConfig) -> None:
     gc.freeze()
     gc.set_threshold(20_000, 20, 50)
     log.info(
-        "node %s serving HTTP on %s, peers on %s, engine %s, data in %s",
-        config.node_id, config.client_addr, config.peer_addr, config.engine, config.data_dir,
+        "node %s of cluster %s serving %s on %s, peers on %s (%s), engine %s, data in %s",
+        config.node_id, config.cluster_id, "HTTPS" if http_ssl else "HTTP", config.client_addr,
+        config.peer_addr, "mutual TLS" if config.peer_tls else "plaintext", config.engine, config.data_dir,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

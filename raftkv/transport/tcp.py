@@ -5,6 +5,12 @@ connections peers open to it, so a proxy can sit on any single direction of
 any link. Payloads are opaque bytes; Raft tolerates loss, duplication and
 reordering, so this layer never blocks or raises for an unreachable peer: it
 queues (bounded, dropping the oldest) and reconnects in the background.
+
+With ``tls`` (a PeerTLS) every connection is mutual TLS with the cluster CA,
+and a peer is who its certificate says (URI SANs, see raftkv/tls.py), not
+what its address suggests: the dialler checks the listener's certificate
+names the peer it meant to reach, the listener checks the hello's node id
+is the one in the dialler's certificate.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftkv.tls import CertIdentity, PeerTLS, identity_of_peer, refusal
 from raftkv.transport.errors import PeerProtocolError
 from raftkv.transport.framing import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -44,6 +51,9 @@ _MAX_REJECT_REASON_CHARS = 512
 # A connection that stayed up this long counts as healthy: when it drops, the
 # peer probably restarted, so reconnect at once instead of continuing to back off.
 STABLE_CONNECTION_SECONDS = 1.0
+# Refused inbound connections logged at ERROR, by reason; repeats (a peer
+# retrying with backoff) go to DEBUG. Bounded, so a flood cannot grow it.
+_MAX_REMEMBERED_REFUSALS = 256
 
 
 class ReconnectBackoff:
@@ -110,6 +120,7 @@ class TcpTransport:
         connect_timeout: float = 1.0,
         hello_timeout: float = 5.0,
         rng: random.Random | None = None,
+        tls: PeerTLS | None = None,
     ) -> None:
         self.node_id = node_id
         self.listen_addr = listen_addr
@@ -120,6 +131,7 @@ class TcpTransport:
         self.max_queue_bytes = max_queue_bytes
         self.connect_timeout = connect_timeout
         self.hello_timeout = hello_timeout
+        self.tls = tls
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._rng = rng or random.Random()
@@ -133,6 +145,7 @@ class TcpTransport:
         self.received_from: collections.Counter[str] = collections.Counter()
         self.unknown_peer_drops = 0
         self.rejected_inbound = 0
+        self._refusals_logged: set[str] = set()
         for peer_id, addr in peer_addrs.items():
             self._add_link(peer_id, addr)
 
@@ -142,7 +155,17 @@ class TcpTransport:
         if self._started:
             raise RuntimeError("transport already started")
         self._started = True
-        self._server = await asyncio.start_server(self._serve_inbound, self.listen_addr[0], self.listen_addr[1])
+        tls = self.tls
+        # A failed TLS handshake (plaintext, unknown CA, no client certificate)
+        # never reaches _serve_inbound: asyncio closes it silently, and the
+        # dialling side is the one that logs it.
+        self._server = await asyncio.start_server(
+            self._serve_inbound,
+            self.listen_addr[0],
+            self.listen_addr[1],
+            ssl=tls.server if tls is not None else None,
+            ssl_handshake_timeout=self.hello_timeout if tls is not None else None,
+        )
         # With port 0 the OS picked one; peers need the real address.
         self.listen_addr = self._server.sockets[0].getsockname()[:2]
         for link in self._links.values():
@@ -319,13 +342,22 @@ class TcpTransport:
             # Not wait_for: in 3.11 it can swallow a cancellation that races
             # with the connection completing, and stop() would wait forever.
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(host, port)
-        except (OSError, TimeoutError) as exc:
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=self.tls.client if self.tls is not None else None
+                )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             self._note_error(link, f"connect to {host}:{port} failed: {exc!r}")
             return
         if link.retired:
             writer.transport.abort()
             return
+        if self.tls is not None:
+            # Whatever address we dialled (a proxy, say), the certificate must name the peer we meant.
+            why = refusal(_peer_identity(writer), link.peer_id, self.cluster_id)
+            if why is not None:
+                writer.transport.abort()
+                self._note_error(link, f"refusing {host}:{port} as {link.peer_id}: {why}")
+                return
         _set_nodelay(writer)
         writer.write(self._hello_frame)
         link.writer = writer
@@ -419,12 +451,16 @@ class TcpTransport:
                     f"cluster id mismatch: this node is in {self.cluster_id!r}, "
                     f"{hello.node_id!r} says {hello.cluster_id!r}"
                 )
+            if self.tls is not None:
+                why = refusal(_peer_identity(writer), hello.node_id, self.cluster_id)
+                if why is not None:
+                    raise HandshakeError(f"hello says {hello.node_id!r} but {why}")
         except TimeoutError:
             log.warning("%s: no hello from %s within %.1fs; closing", self.node_id, peername, self.hello_timeout)
             return
         except (HandshakeError, FrameTooLargeError) as exc:
             self.rejected_inbound += 1
-            log.error("%s: rejecting connection from %s: %s", self.node_id, peername, exc)
+            self._log_refusal(str(exc), peername)
             writer.write(encode_frame(encode_reject(str(exc))))
             try:
                 async with asyncio.timeout(1.0):
@@ -461,6 +497,15 @@ class TcpTransport:
             except (TimeoutError, ConnectionError, OSError):
                 pass
 
+    def _log_refusal(self, reason: str, peername: Any) -> None:
+        # The reason names the sender, so one line per misconfigured peer, not one per retry.
+        logged = self._refusals_logged
+        level = logging.DEBUG if reason in logged else logging.ERROR
+        if len(logged) >= _MAX_REMEMBERED_REFUSALS:
+            logged.clear()
+        logged.add(reason)
+        log.log(level, "%s: rejecting connection from %s: %s", self.node_id, peername, reason)
+
     def _deliver(self, sender: str, frame: bytes) -> None:
         self.received_from[sender] += 1
         try:
@@ -470,6 +515,11 @@ class TcpTransport:
         except Exception:
             # One bad message must not cut the link and lose the ones behind it.
             log.exception("%s: on_message failed for a message from %s", self.node_id, sender)
+
+
+def _peer_identity(writer: asyncio.StreamWriter) -> CertIdentity:
+    """Who the peer's verified certificate names (the handshake required one)."""
+    return identity_of_peer(writer.get_extra_info("ssl_object").getpeercert())
 
 
 def _end_direct_write(link: _PeerLink) -> None:

@@ -32,6 +32,7 @@ from raftkv.raft.codec import CodecError, decode_message
 from raftkv.raft.core import RaftCore
 from raftkv.raft.types import ProposalDropped, RaftConfig, Role
 from raftkv.storage import WAL, SnapshotStore
+from raftkv.tls import peer_tls_for
 from raftkv.transport.errors import PeerProtocolError
 from raftkv.transport.tcp import TcpTransport
 
@@ -161,6 +162,8 @@ class NativeEngine(Engine):
             },
             on_message=self._on_peer_message,
             max_frame_bytes=2 * options.max_message_bytes,
+            cluster_id=config.cluster_id,
+            tls=peer_tls_for(config),
         )
         driver = RaftDriver(
             core,
