@@ -33,6 +33,22 @@ def wal_lock_held(wal_dir: Path) -> bool:
     return False
 
 
+def lock_holder_pid(path: Path) -> int | None:
+    """The pid holding a flock on `path`, from /proc/locks (Linux); None if unknown."""
+    try:
+        st = os.stat(path)
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in locks.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; blocked waiters are marked "->"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            return int(fields[4])
+    return None
+
+
 def node_wal_dir(data_dir: Path) -> Path:
     """Where a native node keeps its WAL under its --data-dir."""
     return data_dir / "wal"
@@ -46,6 +62,9 @@ def reasons_cluster_in_use(cluster: LocalCluster) -> list[str]:
             host, port = addr.rsplit(":", 1)
             if not port_is_free(int(port), host):
                 reasons.append(f"{node.node_id}'s {kind} port {addr} is in use")
-        if wal_lock_held(node_wal_dir(node.data_dir)):
-            reasons.append(f"{node.node_id}'s data directory {node.data_dir} is locked by a running node")
+        wal_dir = node_wal_dir(node.data_dir)
+        if wal_lock_held(wal_dir):
+            pid = lock_holder_pid(wal_dir / LOCK_FILE)
+            holder = f" (pid {pid})" if pid is not None else ""
+            reasons.append(f"{node.node_id}'s data directory {node.data_dir} is locked by a running node{holder}")
     return reasons

@@ -101,6 +101,8 @@ def test_a_second_dev_with_clean_is_refused_and_deletes_nothing(dev: Dev, tmp_pa
     out = second.stop()
     assert "refusing to start" in out and "Nothing was deleted" in out
     assert f"n1's data directory {dev.data_dir / 'n1'} is locked" in out
+    # names the process that holds it, so a user can find a leftover node
+    assert any(f"locked by a running node (pid {pid})" in out for pid in dev.node_pids())
 
     # same ports, another data directory: the ports give it away
     third = Dev(tmp_path / "other", dev.http, dev.peer, "--clean")
