@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,9 @@ from raftkv.raft.codec import encode_message
 from raftkv.raft.messages import Message, MsgType
 from raftkv.raft.types import Entry
 from raftkv.transport.framing import REJECT_MAGIC, FrameDecoder, encode_frame, encode_hello
+from raftkv.transport.errors import PeerProtocolError
 from tests.http import call
+from tests.test_transport import Inbox, connect_all, run_async, started, wait_until
 
 CLUSTER_ID = "raftkv"  # TcpTransport's default, which `raftkv serve` uses
 SANE_TERM = 1000  # a test cluster's real term stays far below this
@@ -54,10 +57,14 @@ def _peer_addr(cluster: LocalCluster, node_id: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _send_as(cluster: LocalCluster, target: str, claim: str, payloads: list[bytes]) -> str | None:
-    """Connect to ``target``'s peer port as ``claim``, send ``payloads``; the
-    reject reason the node answered with, or None if it kept the connection."""
-    with socket.create_connection(_peer_addr(cluster, target), timeout=5) as sock:
+def _send_as(
+    cluster: LocalCluster, target: str, claim: str, payloads: list[bytes], tls: ssl.SSLContext | None = None
+) -> str | None:
+    """Connect to ``target``'s peer port (over ``tls`` if given) as ``claim``,
+    send ``payloads``; the reject reason the node answered with, or None if
+    it kept the connection."""
+    raw = socket.create_connection(_peer_addr(cluster, target), timeout=5)
+    with tls.wrap_socket(raw) if tls is not None else raw as sock:
         sock.sendall(encode_frame(encode_hello(claim, CLUSTER_ID)) + b"".join(map(encode_frame, payloads)))
         sock.settimeout(1.0)
         decoder = FrameDecoder()
@@ -115,6 +122,36 @@ def _readdress(payload: bytes, to: str, frm: str) -> bytes:
     fields = list(msgpack.unpackb(payload))
     fields[1], fields[2] = to, frm
     return msgpack.packb(fields, use_bin_type=True)
+
+
+@run_async
+async def test_a_protocol_error_closes_that_connection_once_and_the_sender_learns_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The transport's side, on two real TcpTransports: a handler that raises
+    PeerProtocolError cuts the inbound connection, drops the frames behind
+    the bad one, logs once, and the sender reconnects and carries on."""
+    seen: list[bytes] = []
+
+    def handler(sender: str, payload: bytes) -> None:
+        if payload == b"bad":
+            raise PeerProtocolError("a frame no member sends")
+        seen.append(payload)
+
+    a, b = await started("a", Inbox()), await started("b", handler)
+    connect_all([a, b])
+    await wait_until(lambda: a.stats()["b"]["connected"])
+    for payload in (b"one", b"bad", *[b"bad"] * 20, b"behind"):
+        a.send("b", payload)
+    await wait_until(lambda: "a frame no member sends" in (a.stats()["b"]["last_error"] or ""))
+    assert b.rejected_inbound == 1
+    closing = [r for r in caplog.records if "closing connection from a" in r.getMessage()]
+    assert len(closing) == 1 and "a frame no member sends" in closing[0].getMessage()
+    await wait_until(lambda: a.stats()["b"]["connected"])
+    a.send("b", b"after")
+    await wait_until(lambda: seen == [b"one", b"after"])  # "behind" went down with its connection
+    await a.stop()
+    await b.stop()
 
 
 def test_a_term_beyond_the_wal_is_refused_and_the_cluster_keeps_its_term(cluster: LocalCluster) -> None:
@@ -207,3 +244,4 @@ def test_plaintext_peers_trust_the_network_a_forged_proposal_is_committed(tmp_pa
             time.sleep(0.05)
         assert all(_value_on(c, n.node_id, "forged-key") == 200 for n in c.nodes)
         _assert_healthy(c, "after-forgery")
+
