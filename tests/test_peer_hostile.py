@@ -8,12 +8,13 @@ and the cluster keeps its term and keeps serving writes, also after a
 restart.
 
 Plaintext peer connections cannot tell a forged well-formed message from
-a real one; the last test pins that documented limit (docs/transport.md).
+a real one (a test pins that documented limit, docs/transport.md); with
+mutual TLS the forgery is refused, and validation still holds for a
+member that authenticated with its own certificate.
 """
 
 from __future__ import annotations
 
-import inspect
 import socket
 import ssl
 import time
@@ -23,12 +24,14 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from raftkv.certs import CA_CERT_FILE, node_files
 from raftkv.engines.native.entry_codec import frame, origin_prefix
 from raftkv.kv import commands
 from raftkv.local_cluster import LocalCluster
 from raftkv.raft.codec import encode_message
 from raftkv.raft.messages import Message, MsgType
 from raftkv.raft.types import Entry
+from raftkv.tls import peer_tls
 from raftkv.transport.framing import REJECT_MAGIC, FrameDecoder, encode_frame, encode_hello
 from raftkv.transport.errors import PeerProtocolError
 from tests.http import call
@@ -39,10 +42,8 @@ SANE_TERM = 1000  # a test cluster's real term stays far below this
 
 
 def plaintext_cluster(base_dir: Path) -> LocalCluster:
-    """A native cluster whose peers speak plaintext, so a raw socket can talk to them."""
-    if "peer_tls" in inspect.signature(LocalCluster).parameters:
-        return LocalCluster(base_dir, engine="native", peer_tls=False)  # type: ignore[call-arg]
-    return LocalCluster(base_dir, engine="native")  # before peer TLS, every cluster was plaintext
+    """A native cluster whose peers speak plaintext (on 127.0.0.1 only), so a raw socket can talk to them."""
+    return LocalCluster(base_dir, engine="native", peer_tls=False)
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +246,56 @@ def test_plaintext_peers_trust_the_network_a_forged_proposal_is_committed(tmp_pa
         assert all(_value_on(c, n.node_id, "forged-key") == 200 for n in c.nodes)
         _assert_healthy(c, "after-forgery")
 
+
+# -- with mutual TLS between peers ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path_factory.mktemp("hostile-tls"), engine="native", peer_tls=True) as c:
+        c.wait_ready()
+        yield c
+
+
+def _member_tls(cluster: LocalCluster, cert_of: str) -> ssl.SSLContext:
+    """The client context a node uses on its peer links, with ``cert_of``'s certificate and key."""
+    files = node_files(cluster.certs_dir, cert_of)
+    return peer_tls(files.cert, files.key, cluster.certs_dir / CA_CERT_FILE, cert_of, CLUSTER_ID).client
+
+
+def test_tls_closes_a_plaintext_forgery_before_any_frame(tls_cluster: LocalCluster) -> None:
+    leader = tls_cluster.wait_ready()
+    follower = next(n.node_id for n in tls_cluster.nodes if n.node_id != leader)
+    hello = encode_frame(encode_hello(follower, CLUSTER_ID))
+    forged = encode_frame(_readdress(_forged_put("tls-plaintext-forgery"), leader, follower))
+    with socket.create_connection(_peer_addr(tls_cluster, leader), timeout=5) as sock:
+        sock.sendall(hello + forged)
+        received = b""
+        try:
+            while chunk := sock.recv(4096):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    assert REJECT_MAGIC not in received  # the node never read a frame: the TLS handshake failed
+    _assert_healthy(tls_cluster, "after-plaintext-forgery")
+    assert _value_on(tls_cluster, leader, "tls-plaintext-forgery") == 404
+
+
+def test_tls_refuses_a_member_speaking_as_another_member(tls_cluster: LocalCluster) -> None:
+    leader = tls_cluster.wait_ready()
+    follower, other = (n.node_id for n in tls_cluster.nodes if n.node_id != leader)
+    forged = _readdress(_forged_put("tls-impersonation"), leader, follower)
+    reason = _send_as(tls_cluster, leader, follower, [forged], tls=_member_tls(tls_cluster, other))
+    assert reason is not None and f"certificate is for node {other}" in reason
+    _assert_healthy(tls_cluster, "after-impersonation")
+    assert _value_on(tls_cluster, leader, "tls-impersonation") == 404
+
+
+def test_validation_holds_for_an_authenticated_member(tls_cluster: LocalCluster) -> None:
+    """A member with its own valid certificate still cannot push a term the WAL cannot store."""
+    leader = tls_cluster.wait_ready()
+    follower = next(n.node_id for n in tls_cluster.nodes if n.node_id != leader)
+    tls = _member_tls(tls_cluster, follower)
+    reason = _send_as(tls_cluster, leader, follower, [_heartbeat(leader, follower, 2**64 - 1)], tls=tls)
+    assert reason is not None and "0..9223372036854775807" in reason
+    _assert_healthy(tls_cluster, "after-authenticated-max-term")
