@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import os
 import socket
 import ssl
@@ -208,6 +209,22 @@ async def test_a_valid_certificate_of_c_saying_hello_as_b_is_refused(pki: dict[s
     writer.close()
     await asyncio.sleep(0.05)
     assert inbox.by_sender == {} and a.rejected_inbound == 1
+    await a.stop()
+
+
+@run_async
+async def test_a_refused_peer_retrying_is_logged_once(pki: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="raftkv.transport.tcp")
+    a = await started("a", Inbox(), tls_of(pki["blue"], "a"))
+    context = client_context(pki["blue"], "c", trust=pki["blue"] / "ca.pem")
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection(*a.listen_addr, ssl=context)
+        writer.write(encode_frame(encode_hello("b", "blue")))
+        assert decode_reject(FrameDecoder().feed(await read_until_closed(reader))[0])
+        writer.close()
+    refusals = [r for r in caplog.records if "hello says 'b'" in r.getMessage()]
+    assert a.rejected_inbound == 3
+    assert [r.levelno for r in refusals] == [logging.ERROR, logging.DEBUG, logging.DEBUG]
     await a.stop()
 
 
