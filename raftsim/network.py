@@ -39,9 +39,21 @@ class NetworkStats:
     trace: int = 0
 
 
+class MessageStorm(RuntimeError):
+    """Far more messages than a run needs: nodes are stuck in a loop."""
+
+
 class SimNetwork:
-    def __init__(self, loop: asyncio.AbstractEventLoop, rng: random.Random, faults: NetworkFaults, forger: Forger) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        rng: random.Random,
+        faults: NetworkFaults,
+        forger: Forger,
+        max_messages: int,
+    ) -> None:
         self._loop = loop
+        self.max_messages = max_messages
         self._rng = rng
         self.faults = faults
         self._forger = forger
@@ -63,6 +75,8 @@ class SimNetwork:
     def send(self, frm: str, to: str, data: bytes) -> None:
         stats = self.stats
         stats.sent += 1
+        if stats.sent > self.max_messages:
+            raise MessageStorm(f"more than {self.max_messages} messages: a livelock between nodes?")
         if (frm, to) in self.blocked:
             return
         f = self.faults

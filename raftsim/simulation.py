@@ -70,6 +70,9 @@ class SimConfig:
     # last voted in (it has forgotten that vote); False lifts the wait, for
     # a core that keeps wiped nodes from voting on its own.
     wipe_waits_for_newer_terms: bool = True
+    # A run sends about a thousand messages; this many means nodes are stuck
+    # in a loop (which in virtual time would run for minutes of CPU).
+    max_messages: int = 40_000
 
 
 @dataclass
@@ -177,7 +180,9 @@ class Simulation:
         loop.set_exception_handler(self._on_loop_exception)
         rng = self.rng
         self.forger = Forger(random.Random(self.seed ^ 0xF0F0))
-        self.net = SimNetwork(loop, random.Random(self.seed ^ 0x5EED), self.faults, self.forger)
+        self.net = SimNetwork(
+            loop, random.Random(self.seed ^ 0x5EED), self.faults, self.forger, max_messages=self.cfg.max_messages
+        )
         peer_ids = frozenset(self.all_ids)
         for i, node_id in enumerate(self.all_ids):
             rc = RaftConfig(

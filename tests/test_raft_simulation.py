@@ -157,3 +157,10 @@ def test_a_seed_replays_exactly_in_another_process() -> None:
         assert done.returncode == 0, done.stderr
         outputs.add(done.stdout)
     assert len(outputs) == 1, outputs
+
+
+def test_a_message_storm_fails_the_run_instead_of_spinning() -> None:
+    # Nodes stuck answering each other in a loop would spin for minutes in
+    # virtual milliseconds; the network caps the messages of a run.
+    with pytest.raises(SimulationFailure, match="more than 50 messages"):
+        run_simulation(0, SimConfig(max_messages=50))
