@@ -165,6 +165,13 @@ def test_a_percent_encoded_utf8_key_round_trips(node: LocalCluster) -> None:
     assert [kv["key"] for kv in listed["kvs"]] == ["café/x"]
 
 
+def test_a_query_parameter_given_twice_is_400(node: LocalCluster) -> None:
+    response = call("GET", _url(node) + "/v1/kv?prefix=a&limit=1&limit=2")
+    assert response.status == 400
+    assert response.error_code == "invalid_argument"
+    assert "'limit' given more than once" in response.json()["error"]["message"]
+
+
 def test_a_query_value_that_is_not_utf8_is_400(node: LocalCluster) -> None:
     response = call("GET", _url(node) + "/v1/kv?prefix=%FF")
     assert response.status == 400
@@ -293,6 +300,32 @@ def test_a_client_dribbling_its_request_head_is_cut_off(node: LocalCluster) -> N
     _assert_json_error(raw, 408, "request_timeout")
     # Cut off by the head deadline, well before the idle timeout would be.
     assert elapsed < HEAD_TIMEOUT + 1.0, elapsed
+
+
+def test_a_second_request_head_dribbled_on_a_keep_alive_connection_is_cut_off(
+    node: LocalCluster,
+) -> None:
+    with _connect(node) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        raw = _read_all(sock, HEAD_TIMEOUT + 3)
+    _assert_json_error(raw, 408, "request_timeout")
+    assert time.monotonic() - started < HEAD_TIMEOUT + 1.0
+
+
+def test_a_body_slower_than_the_head_deadline_is_not_cut_off(node: LocalCluster) -> None:
+    # The head deadline covers the head only: a body may take up to the body
+    # deadline (BODY_TIMEOUT > HEAD_TIMEOUT here).
+    with _connect(node) as sock:
+        sock.sendall(b"PUT /v1/kv/slowbody HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+        time.sleep(HEAD_TIMEOUT + 0.3)
+        sock.sendall(b"def")
+        raw = _read_all(sock, 3)
+    assert _parse(raw)[0] == 200, raw
+    assert call("GET", _url(node) + "/v1/kv/slowbody").body == b"abcdef"
 
 
 def test_an_idle_connection_is_closed(node: LocalCluster) -> None:

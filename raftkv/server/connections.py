@@ -109,12 +109,16 @@ class ApiRequestHandler(RequestHandler):
         super().data_received(data)
         if self._messages:
             self._cancel_head_timer()
-        elif data and self._head_timer is None and not self._request_in_progress:
-            # Part of a request head arrived while no request is in progress
-            # (a body arrives while its handler runs).
+        elif data and self._head_timer is None and (self._request_count == 0 or self._idle()):
+            # Part of a request head arrived on a new or idle connection (not
+            # a body: that arrives while its request is being handled).
             self._head_timer = self._loop.call_later(
                 self._limits.head_timeout, self._head_timed_out
             )
+
+    def _idle(self) -> bool:
+        """Waiting for the next request (aiohttp's start() loop awaits its waiter)."""
+        return self._waiter is not None and not self._waiter.done()
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -123,7 +127,7 @@ class ApiRequestHandler(RequestHandler):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._messages or self.transport is None or self._force_close:
+        if self._messages or not self._idle() or self.transport is None or self._force_close:
             return
         error = ApiError(
             408,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client.exposition import choose_encoder
 
 from raftkv.engine import Engine
 from raftkv.errors import (
@@ -36,7 +38,9 @@ from raftkv.server.json_codec import (
 )
 from raftkv.kv.limits import Limits
 from raftkv.kv.state_machine import KVStateMachine
+from raftkv.metrics import UNMATCHED_ROUTE, NodeMetrics
 from raftkv.server.connections import ApiServer
+from raftkv.server.hot_keys import HotKeys
 from raftkv.server.idempotency import IDEMPOTENCY_ERROR_STATUS, InFlightKeys
 from raftkv.server.params import decode_path, decode_query, parse_seconds, parse_uint
 from raftkv.server.responses import ApiError, json_response, no_leader
@@ -44,6 +48,7 @@ from raftkv.server.responses import ApiError, json_response, no_leader
 log = logging.getLogger(__name__)
 
 _KEY_PREFIX = "/v1/kv/"
+_KEY_ROUTE = "/v1/kv/{key}"  # the route template /v1/kv/<key> is timed under
 
 MAX_IDEMPOTENCY_KEY_BYTES = 256
 # A shorter ?timeout= would turn an ordinary write (a few fsyncs) into a
@@ -66,6 +71,8 @@ class HttpApi:
         limits: Limits,
         default_timeout: float = 5.0,
         max_timeout: float = 60.0,
+        metrics: NodeMetrics | None = None,
+        hot_keys: HotKeys | None = None,
     ) -> None:
         self.engine = engine
         self.machine = machine
@@ -73,6 +80,9 @@ class HttpApi:
         self.default_timeout = default_timeout
         self.max_timeout = max_timeout
         self._in_flight = InFlightKeys()  # Idempotency-Keys of writes proposed here
+        self.metrics = metrics if metrics is not None else NodeMetrics()
+        self.hot_keys = hot_keys if hot_keys is not None else HotKeys()
+        self.pending_proposals = 0  # writes proposed here and not answered yet
         # Every route but /v1/kv/{key}: path -> method -> handler.
         self._route_table: dict[str, dict[str, Callable[[web.BaseRequest], Awaitable[web.Response]]]] = {
             "/v1/kv": {"GET": self.list_keys, "DELETE": self.delete_prefix},
@@ -81,6 +91,8 @@ class HttpApi:
             "/v1/leadership/transfer": {"POST": self.transfer_leadership},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
+            "/v1/hotkeys": {"GET": self.hotkeys},
+            "/metrics": {"GET": self.scrape_metrics},
         }
 
     def make_server(self) -> web.Server:
@@ -115,6 +127,18 @@ class HttpApi:
         )
 
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        start = perf_counter()
+        try:
+            return await self._answer(request)
+        finally:
+            raw = request.rel_url.raw_path
+            if raw.startswith(_KEY_PREFIX):
+                route = _KEY_ROUTE
+            else:
+                route = raw if raw in self._route_table else UNMATCHED_ROUTE
+            self.metrics.observe_http(request.method, route, perf_counter() - start)
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             _check_body_headers(request, self.limits)
             return await self._route(request)
@@ -173,6 +197,7 @@ class HttpApi:
     async def get_key(self, request: web.BaseRequest, key: str) -> web.Response:
         query = _query(request, {"consistency", "timeout"})
         _check(validate_key, key, self.limits)
+        self.hot_keys.read(key)
         await self._read_fence(query)
         with self.engine.state_lock:
             kv = self.machine.get(key)
@@ -262,6 +287,7 @@ class HttpApi:
         _check(validate_key, key, self.limits)
         value = await _read_body(request, self.limits)
         _check(validate_value, value, self.limits)
+        self.hot_keys.wrote(key)
         idem = _idempotency_key(request)
         condition = _precondition(request)
         if condition is None:
@@ -287,6 +313,7 @@ class HttpApi:
     async def delete_key(self, request: web.BaseRequest, key: str) -> web.Response:
         query = _query(request, {"timeout"})
         _check(validate_key, key, self.limits)
+        self.hot_keys.wrote(key)
         idem = _idempotency_key(request)
         condition = _precondition(request)
         if condition is None:
@@ -335,12 +362,15 @@ class HttpApi:
 
     async def _propose(self, command: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         timeout = self._timeout(query)
+        self.pending_proposals += 1
         try:
             with self._in_flight.hold(command.get("idem")):
                 result = await self.engine.propose(commands.encode(command), timeout)
         except (NoLeaderError, EngineStoppedError) as exc:
+            self.metrics.proposal_failed()
             raise no_leader(f"no leader or no quorum, the write was not applied: {exc}") from None
         except OutcomeUnknownError as exc:
+            self.metrics.proposal_failed()
             # Retry-After: 0: the native engine holds a write until it knows a
             # usable leader, so retrying at once is never too soon.
             raise ApiError(
@@ -350,6 +380,8 @@ class HttpApi:
                 "Idempotency-Key to apply it at most once, or read the key to find out",
                 headers={"Retry-After": "0"},
             ) from None
+        finally:
+            self.pending_proposals -= 1
         if not result["ok"]:
             error = result["error"]
             raise ApiError(
@@ -401,6 +433,23 @@ class HttpApi:
             raise ApiError(504, "transfer_timeout", str(exc)) from None
         return json_response({"leader_id": self.engine.status().leader_id})
 
+    async def hotkeys(self, request: web.BaseRequest) -> web.Response:
+        query = _query(request, {"limit"})
+        limit = _positive_int(query, "limit")
+        capacity = self.hot_keys.capacity
+        if limit is not None and limit > capacity:
+            raise ApiError(400, "invalid_argument", f"limit must be at most {capacity}, got {limit}")
+        body = self.hot_keys.to_json(limit if limit is not None else 10)
+        body["node_id"] = self.engine.status().node_id
+        return json_response(body)
+
+    async def scrape_metrics(self, request: web.BaseRequest) -> web.Response:
+        _query(request, set())
+        # Prometheus asks for OpenMetrics in Accept; anything else gets the
+        # classic text format.
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(self.metrics.registry), headers={"Content-Type": content_type})
+
     async def healthz(self, request: web.BaseRequest) -> web.Response:
         self._timeout(_query(request, {"timeout"}))
         _raise_if_engine_failed(self.engine.failure)
@@ -443,9 +492,9 @@ def _query(request: web.BaseRequest, allowed: set[str]) -> dict[str, str]:
             400, "unknown_field", f"unknown query parameter(s): {', '.join(sorted(unknown))}{hint}"
         )
     if len(query) < len(pairs):
-        seen: set[str] = set()
-        twice = sorted({name for name, _ in pairs if name in seen or seen.add(name)})
-        raise ApiError(400, "invalid_argument", f"query parameter {twice[0]!r} given more than once")
+        names = [name for name, _ in pairs]
+        repeated = next(name for name in names if names.count(name) > 1)
+        raise ApiError(400, "invalid_argument", f"query parameter {repeated!r} given more than once")
     return query
 
 
