@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from time import perf_counter
 from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client.exposition import choose_encoder
 
 from raftkv.engine import Engine
 from raftkv.errors import (
@@ -38,9 +36,7 @@ from raftkv.server.json_codec import (
 )
 from raftkv.kv.limits import Limits
 from raftkv.kv.state_machine import KVStateMachine
-from raftkv.metrics import UNMATCHED_ROUTE, NodeMetrics
 from raftkv.server.connections import ApiServer
-from raftkv.server.hot_keys import HotKeys
 from raftkv.server.idempotency import IDEMPOTENCY_ERROR_STATUS, InFlightKeys
 from raftkv.server.params import decode_path, decode_query, parse_seconds, parse_uint
 from raftkv.server.responses import ApiError, json_response, no_leader
@@ -48,7 +44,6 @@ from raftkv.server.responses import ApiError, json_response, no_leader
 log = logging.getLogger(__name__)
 
 _KEY_PREFIX = "/v1/kv/"
-_KEY_ROUTE = "/v1/kv/{key}"  # the route template /v1/kv/<key> is timed under
 
 MAX_IDEMPOTENCY_KEY_BYTES = 256
 # A shorter ?timeout= would turn an ordinary write (a few fsyncs) into a
@@ -71,8 +66,6 @@ class HttpApi:
         limits: Limits,
         default_timeout: float = 5.0,
         max_timeout: float = 60.0,
-        metrics: NodeMetrics | None = None,
-        hot_keys: HotKeys | None = None,
     ) -> None:
         self.engine = engine
         self.machine = machine
@@ -80,9 +73,6 @@ class HttpApi:
         self.default_timeout = default_timeout
         self.max_timeout = max_timeout
         self._in_flight = InFlightKeys()  # Idempotency-Keys of writes proposed here
-        self.metrics = metrics if metrics is not None else NodeMetrics()
-        self.hot_keys = hot_keys if hot_keys is not None else HotKeys()
-        self.pending_proposals = 0  # writes proposed here and not answered yet
         # Every route but /v1/kv/{key}: path -> method -> handler.
         self._route_table: dict[str, dict[str, Callable[[web.BaseRequest], Awaitable[web.Response]]]] = {
             "/v1/kv": {"GET": self.list_keys, "DELETE": self.delete_prefix},
@@ -91,8 +81,6 @@ class HttpApi:
             "/v1/leadership/transfer": {"POST": self.transfer_leadership},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
-            "/v1/hotkeys": {"GET": self.hotkeys},
-            "/metrics": {"GET": self.scrape_metrics},
         }
 
     def make_server(self) -> web.Server:
@@ -127,18 +115,6 @@ class HttpApi:
         )
 
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
-        start = perf_counter()
-        try:
-            return await self._answer(request)
-        finally:
-            raw = request.rel_url.raw_path
-            if raw.startswith(_KEY_PREFIX):
-                route = _KEY_ROUTE
-            else:
-                route = raw if raw in self._route_table else UNMATCHED_ROUTE
-            self.metrics.observe_http(request.method, route, perf_counter() - start)
-
-    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             _check_body_headers(request, self.limits)
             return await self._route(request)
@@ -197,7 +173,6 @@ class HttpApi:
     async def get_key(self, request: web.BaseRequest, key: str) -> web.Response:
         query = _query(request, {"consistency", "timeout"})
         _check(validate_key, key, self.limits)
-        self.hot_keys.read(key)
         await self._read_fence(query)
         with self.engine.state_lock:
             kv = self.machine.get(key)
@@ -287,7 +262,6 @@ class HttpApi:
         _check(validate_key, key, self.limits)
         value = await _read_body(request, self.limits)
         _check(validate_value, value, self.limits)
-        self.hot_keys.wrote(key)
         idem = _idempotency_key(request)
         condition = _precondition(request)
         if condition is None:
@@ -313,7 +287,6 @@ class HttpApi:
     async def delete_key(self, request: web.BaseRequest, key: str) -> web.Response:
         query = _query(request, {"timeout"})
         _check(validate_key, key, self.limits)
-        self.hot_keys.wrote(key)
         idem = _idempotency_key(request)
         condition = _precondition(request)
         if condition is None:
@@ -362,15 +335,12 @@ class HttpApi:
 
     async def _propose(self, command: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         timeout = self._timeout(query)
-        self.pending_proposals += 1
         try:
             with self._in_flight.hold(command.get("idem")):
                 result = await self.engine.propose(commands.encode(command), timeout)
         except (NoLeaderError, EngineStoppedError) as exc:
-            self.metrics.proposal_failed()
             raise no_leader(f"no leader or no quorum, the write was not applied: {exc}") from None
         except OutcomeUnknownError as exc:
-            self.metrics.proposal_failed()
             # Retry-After: 0: the native engine holds a write until it knows a
             # usable leader, so retrying at once is never too soon.
             raise ApiError(
@@ -380,8 +350,6 @@ class HttpApi:
                 "Idempotency-Key to apply it at most once, or read the key to find out",
                 headers={"Retry-After": "0"},
             ) from None
-        finally:
-            self.pending_proposals -= 1
         if not result["ok"]:
             error = result["error"]
             raise ApiError(
@@ -432,23 +400,6 @@ class HttpApi:
         except OutcomeUnknownError as exc:
             raise ApiError(504, "transfer_timeout", str(exc)) from None
         return json_response({"leader_id": self.engine.status().leader_id})
-
-    async def hotkeys(self, request: web.BaseRequest) -> web.Response:
-        query = _query(request, {"limit"})
-        limit = _positive_int(query, "limit")
-        capacity = self.hot_keys.capacity
-        if limit is not None and limit > capacity:
-            raise ApiError(400, "invalid_argument", f"limit must be at most {capacity}, got {limit}")
-        body = self.hot_keys.to_json(limit if limit is not None else 10)
-        body["node_id"] = self.engine.status().node_id
-        return json_response(body)
-
-    async def scrape_metrics(self, request: web.BaseRequest) -> web.Response:
-        _query(request, set())
-        # Prometheus asks for OpenMetrics in Accept; anything else gets the
-        # classic text format.
-        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encode(self.metrics.registry), headers={"Content-Type": content_type})
 
     async def healthz(self, request: web.BaseRequest) -> web.Response:
         self._timeout(_query(request, {"timeout"}))
