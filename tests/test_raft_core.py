@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -1248,13 +1249,15 @@ def test_a_wiped_node_that_stored_a_term_restarts_as_an_ordinary_node() -> None:
 # readiness inputs
 
 
-def test_leader_commit_is_the_leaders_real_commit_and_ticks_count_from_its_last_message() -> None:
+def test_leader_commit_is_the_leaders_real_commit_and_ticks_count_from_its_last_heartbeat() -> None:
     c = Cluster(ABC)
     c.elect("a")
     c.heartbeat("a")
     a, b = c["a"], c["b"]
     assert a.leader_commit == a.commit and a.ticks_since_leader == 0
-    assert b.leader_commit == a.commit and b.ticks_since_leader == 0
+    # A heartbeat carries the leader's own age: its quorum last answered the
+    # round before, a tick ago.
+    assert b.leader_commit == a.commit and b.ticks_since_leader == 1
     # b misses x: heartbeats cap b's commit at its match, yet report the real commit.
     a.propose(b"x")
     c.deliver(keep=lambda m: not (m.type == MsgType.APP and m.to == "b"))
@@ -1263,9 +1266,9 @@ def test_leader_commit_is_the_leaders_real_commit_and_ticks_count_from_its_last_
     assert a.commit == a.log.last_index()
     assert b.leader_commit == a.commit and b.commit < a.commit
     c.tick("b", 3)
-    assert b.ticks_since_leader == 3
+    assert b.ticks_since_leader == 4
     c.heartbeat("a")
-    assert b.ticks_since_leader == 0 and b.commit == b.leader_commit == a.commit
+    assert b.ticks_since_leader == 1 and b.commit == b.leader_commit == a.commit
     # A ReadIndex answer reports it too.
     a.propose(b"y")
     c.deliver(keep=lambda m: m.type != MsgType.HEARTBEAT)
@@ -1323,3 +1326,67 @@ def test_a_cut_off_leader_ages_like_its_followers() -> None:
     c.blocked.clear()
     c.heartbeat("a")
     assert c["a"].ticks_since_leader == 0
+
+
+def test_a_deleted_data_dir_gives_the_native_engine_an_unbootstrapped_core(tmp_path: Path) -> None:
+    # What NativeEngine.start does with a data dir that does not exist: a
+    # real WAL is created empty, recovery finds no snapshot, and the core
+    # it builds is unbootstrapped.
+    from raftkv.engines.native.recovery import recover
+    from raftkv.storage import WAL
+
+    wal = WAL.open(tmp_path / "gone" / "wal")
+    try:
+        restored = recover(None, wal.recovered).restored
+    finally:
+        wal.close()
+    assert restored == RestoredState()
+    assert not RaftCore(RaftConfig("a", ABC), random.Random(0), restored).bootstrapped
+
+
+def test_a_follower_whose_storage_gave_back_an_older_log_commits_none_of_it() -> None:
+    # a's disk loses its latest writes: the entries b's append replaced come
+    # back, as long as the ones that replaced them. The leader's heartbeat
+    # names its entry at the commit index it hands a; a lacks it, so it
+    # commits nothing and says so, and the leader repairs it.
+    c = Cluster(ABC, pre_vote=False)
+    c.restore("a", entries(1, 1, 1), term=1)  # 2 and 3 were never committed
+    c.restore("b", entries(1), term=1)
+    c.restore("c", entries(1), term=1)
+    old = [Entry(e.index, e.term, e.kind, e.data) for e in c.storage["a"].entries]
+    c.blocked.add("a")
+    c.elect("b")
+    c["b"].propose(b"x")
+    c.deliver()
+    c.blocked.clear()
+    c.heartbeat("b")
+    c.heartbeat("b")
+    assert [c["a"].log.term(i) for i in (1, 2, 3)] == [1, 2, 2] and c["b"].progress["a"].match == 3
+    st = c.storage["a"]
+    st.entries = old
+    st.hard_state = st.hard_state._replace(commit=1)
+    c.restart("a")
+    assert c["a"].log.last_index() == 3 and c["a"].log.term(3) == 1
+    c.sent.clear()
+    c.heartbeat("b")
+    assert [m.reject for m in c.sent if m.type == MsgType.HEARTBEAT_RESP and m.frm == "a"] == [True]
+    c.heartbeat("b")
+    assert [c["a"].log.term(i) for i in (1, 2, 3)] == [1, 2, 2]
+    assert c["a"].commit == c["b"].commit == 3
+    assert [e.term for e in c.applied["a"]] == [1, 2, 2] and c.data_applied("a")[-1] == b"x"
+
+
+def test_a_follower_of_a_cut_off_leader_ages_with_it() -> None:
+    c = Cluster(tuple("abcde"), check_quorum=False)
+    for node in "abcde":
+        c.restore(node, [], term=1)  # not fresh: a alone timing out can win
+    c.elect("a")
+    c.heartbeat("a")
+    side = {"a", "b"}
+    for _ in range(6):
+        c.tick("a")
+        c.tick("b")
+        c.deliver(keep=lambda m: (m.frm in side) == (m.to in side))
+    assert c["a"].role is Role.LEADER and c["b"].leader_id == "a"
+    assert c["a"].ticks_since_leader == 6
+    assert c["b"].ticks_since_leader >= 6  # heard from a just now, but a's evidence is old

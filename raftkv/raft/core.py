@@ -216,12 +216,12 @@ class RaftCore:
 
     @property
     def ticks_since_leader(self) -> int:
-        """How old our evidence is that the leader leads. On a follower: ticks
-        since the last append, heartbeat, snapshot chunk or ReadIndex answer
-        from it (the messages that report leader_commit). On the leader:
+        """How old our evidence is that the leader leads. On the leader:
         ticks since a quorum of voters (us included) last answered us or
-        granted us their vote, so a deposed leader that does not know it yet
-        ages like its followers would."""
+        granted us their vote. On a follower: ticks since the leader's last
+        heartbeat plus the leader's own age that heartbeat reported. Appends
+        do not count: a deposed leader that does not know it yet keeps
+        sending them, and it and its followers must age together."""
         if self.role is not _LEADER:
             return self._ticks_since_leader
         now = self._ticks
@@ -583,30 +583,32 @@ class RaftCore:
             self._heard_from_leader(m.frm, m.hint)
             self._handle_append(m)
         elif t == _HEARTBEAT:
-            # index: the leader's commit bound; commit: capped at our match.
+            # index: the leader's commit bound; commit: capped at our match,
+            # log_term: its term there; hint: the leader's quorum age.
             self._heard_from_leader(m.frm, m.index)
-            commit = min(m.commit, self.log.last_index())
-            if commit > self.commit:
-                self.commit = commit
+            self._ticks_since_leader = m.hint
+            lacks = self._lacks_leader_entry(m.commit, m.log_term)
+            if not lacks and m.commit > self.commit:
+                self.commit = m.commit
             self._send(
-                Message(_HEARTBEAT_RESP, m.frm, self.id, self.term, index=self.log.last_index(), read_seq=m.read_seq)
+                Message(
+                    _HEARTBEAT_RESP, m.frm, self.id, self.term, index=self.log.last_index(),
+                    reject=lacks, read_seq=m.read_seq,
+                )
             )
         elif t == MsgType.SNAP:
             self._heard_from_leader(m.frm, m.commit)
             self._handle_snapshot_chunk(m)
         elif t == MsgType.READ_INDEX_RESP:
             if not m.reject:
-                if m.frm == self.leader_id:
-                    self._ticks_since_leader = 0
-                    if m.hint > self._leader_commit:
-                        self._leader_commit = m.hint
+                if m.frm == self.leader_id and m.hint > self._leader_commit:
+                    self._leader_commit = m.hint
                 if m.context != CATCH_UP_READ:
                     self._read_states.append(ReadState(m.context, m.index))
                 elif not self.bootstrapped and self._catch_up_to is None:
                     self._catch_up_to = m.index
-                commit = min(m.commit, self.log.last_index())
-                if commit > self.commit:
-                    self.commit = commit
+                if m.commit > self.commit and not self._lacks_leader_entry(m.commit, m.log_term):
+                    self.commit = m.commit
         elif t == MsgType.TIMEOUT_NOW:
             if self._promotable() and self.bootstrapped:
                 # The leader chose us: skip PreVote, we know the leader stepped aside.
@@ -620,11 +622,17 @@ class RaftCore:
         if not self.bootstrapped and self._catch_up_to is not None and self.commit >= self._catch_up_to:
             self._become_bootstrapped()
 
+    def _lacks_leader_entry(self, index: int, term: int) -> bool:
+        """A commit index a heartbeat or read answer hands us (capped at the
+        match the leader holds for us) is new to us and our log does not
+        hold the leader's entry there: we lost entries we acknowledged, or
+        storage gave back an older log, and must not commit it."""
+        return index > self.commit and not self.log.match_term(index, term)
+
     def _heard_from_leader(self, leader: str, commit: int) -> None:
         """An append, heartbeat or snapshot chunk of our term from ``leader``,
         which reports its commit bound ``commit`` (see _commit_bound)."""
         self._election_elapsed = 0
-        self._ticks_since_leader = 0
         self.leader_id = leader
         if commit > self._leader_commit:
             self._leader_commit = commit
@@ -1004,10 +1012,11 @@ class RaftCore:
             return
         pr.recent_active = True
         pr.heard_at = self._ticks
-        if pr.lost_entries(m.read_seq, m.index):
+        if pr.lost_entries(m.read_seq, m.index) or (m.reject and m.read_seq > pr.match_round):
             # The follower lost entries it acknowledged (a wiped data dir, a
-            # cut WAL): probe it from what it holds now.
-            pr.reset_after_loss(m.index)
+            # cut WAL), or lacks our entry at the commit index we sent it (its
+            # storage gave back an older log): probe it from what it holds.
+            pr.reset_after_loss(min(m.index, pr.match, self.log.last_index()))
         pr.probe_sent = False
         if pr.state is _REPLICATE and len(pr.inflight) >= pr.max_inflight:
             pr.free_first_inflight()
@@ -1024,10 +1033,20 @@ class RaftCore:
         seq = self._reads.start_round()
         commit = self.commit
         bound = self._commit_bound()
+        age = self.ticks_since_leader
+        log = self.log
         for peer, pr in self.progress.items():
             if peer != self.id:
                 c = pr.match if pr.match < commit else commit
-                self._msgs.append(Message(_HEARTBEAT, peer, self.id, self.term, index=bound, commit=c, read_seq=seq))
+                c_term = log.term(c)
+                if c_term is None:
+                    c = c_term = 0  # compacted: the follower gets a snapshot anyway
+                self._msgs.append(
+                    Message(
+                        _HEARTBEAT, peer, self.id, self.term, log_term=c_term, index=bound,
+                        commit=c, hint=age, read_seq=seq,
+                    )
+                )
         if len(self.voters) == 1:
             self._release_confirmed_reads()
 
@@ -1076,10 +1095,13 @@ class RaftCore:
             # to learn that the read's index is committed.
             pr = self.progress.get(requester)
             commit = min(pr.match, self.commit) if pr is not None else 0
+            c_term = self.log.term(commit)
+            if c_term is None:
+                commit = c_term = 0
             self._send(
                 Message(
-                    MsgType.READ_INDEX_RESP, requester, self.id, self.term, index=index, commit=commit,
-                    hint=self._commit_bound(), context=ctx,
+                    MsgType.READ_INDEX_RESP, requester, self.id, self.term, log_term=c_term, index=index,
+                    commit=commit, hint=self._commit_bound(), context=ctx,
                 )
             )
 

@@ -20,13 +20,13 @@ class MsgType(enum.IntEnum):
     VOTE_RESP = 3  # index/log_term = the answerer's last entry, hint = the answerer's term
     PRE_VOTE = 4  # term = the term the sender would campaign in
     PRE_VOTE_RESP = 5  # as VOTE_RESP
-    HEARTBEAT = 6  # commit (capped at the follower's match), index = commit bound (*), read_seq
-    HEARTBEAT_RESP = 7  # read_seq echoed, index = the follower's last index
+    HEARTBEAT = 6  # commit (capped at the follower's match) and log_term = its term; index = commit bound (*); hint = the leader's quorum age in ticks; read_seq
+    HEARTBEAT_RESP = 7  # read_seq echoed, index = the follower's last index; reject = it lacks the leader's entry at commit
     SNAP = 8  # snapshot meta, snap_offset, snap_data, snap_done; commit = commit bound (*)
     SNAP_RESP = 9  # index = snapshot index, snap_offset = bytes received so far
     PROP = 10  # follower -> leader: forwarded proposals (entries with index 0)
     READ_INDEX = 11  # follower -> leader: context = read ctx
-    READ_INDEX_RESP = 12  # leader -> follower: context, index, commit (capped as in HEARTBEAT), hint = commit bound (*); reject if refused
+    READ_INDEX_RESP = 12  # leader -> follower: context, index, commit and log_term (as in HEARTBEAT), hint = commit bound (*); reject if refused
     TIMEOUT_NOW = 13  # leader -> transfer target: campaign now
     TRANSFER_LEADER = 14  # follower -> leader: context = target id
 
