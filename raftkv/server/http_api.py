@@ -433,20 +433,22 @@ def _raise_if_engine_failed(failure: str | None) -> None:
 
 
 def _query(request: web.BaseRequest, allowed: set[str]) -> dict[str, str]:
-    raw = request.rel_url.raw_query_string
-    pairs = decode_query(raw) if raw else []
-    query = dict(pairs)
-    unknown = set(query) - allowed
+    query = request.query
+    # aiohttp turns bytes that are not UTF-8 into U+FFFD; only then is the raw
+    # query decoded again, strictly (a real U+FFFD passes, a bad byte is 400).
+    if any("\ufffd" in name or "\ufffd" in value for name, value in query.items()):
+        decode_query(request.rel_url.raw_query_string)
+    names = set(query)  # multidict iterates each name once
+    unknown = names - allowed
     if unknown:
         hint = f"; allowed: {', '.join(sorted(allowed))}" if allowed else ""
         raise ApiError(
             400, "unknown_field", f"unknown query parameter(s): {', '.join(sorted(unknown))}{hint}"
         )
-    if len(query) < len(pairs):
-        names = [name for name, _ in pairs]
-        repeated = next(name for name in names if names.count(name) > 1)
+    if len(query) > len(names):
+        repeated = next(name for name in sorted(names) if len(query.getall(name)) > 1)
         raise ApiError(400, "invalid_argument", f"query parameter {repeated!r} given more than once")
-    return query
+    return dict(query)
 
 
 def _check_body_headers(request: web.BaseRequest, limits: Limits) -> None:

@@ -57,6 +57,8 @@ def decode_path(raw_path: str) -> str:
     escape ("%FF"), which would make /v1/kv/bad%FF an alias of
     /v1/kv/bad%25FF; decoding the raw bytes ourselves refuses it instead.
     """
+    if "%" not in raw_path:  # the common case: nothing to decode
+        return raw_path
     try:
         return unquote_to_bytes(raw_path).decode("utf-8")
     except UnicodeDecodeError as exc:
