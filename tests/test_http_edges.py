@@ -165,6 +165,12 @@ def test_a_percent_encoded_utf8_key_round_trips(node: LocalCluster) -> None:
     assert [kv["key"] for kv in listed["kvs"]] == ["café/x"]
 
 
+def test_a_real_replacement_character_in_a_query_value_is_accepted(node: LocalCluster) -> None:
+    assert call("PUT", _url(node) + "/v1/kv/r%EF%BF%BDx", b"v").status == 200
+    listed = call("GET", _url(node) + "/v1/kv?prefix=r%EF%BF%BD").json()
+    assert [kv["key"] for kv in listed["kvs"]] == ["r\ufffdx"]
+
+
 def test_a_query_parameter_given_twice_is_400(node: LocalCluster) -> None:
     response = call("GET", _url(node) + "/v1/kv?prefix=a&limit=1&limit=2")
     assert response.status == 400
