@@ -196,7 +196,9 @@ def _confusions(value: Any) -> list[Any]:
         return [int(value), float(value), None if not value else b"x"]
     if type(value) is int:
         # Neighbours in range too: they test the shape rules (contiguity, index 0 ...).
-        out: list[Any] = [value + 1, 2**63 - 1, float(value), -1 - value, value + 2**63, 2**64 - 1, str(value)]
+        near = [value + 1, 2**63 - 1, -1 - value, value + 2**63, 2**64 - 1]
+        out: list[Any] = [n for n in near if -(2**63) <= n < 2**64]  # what msgpack can encode
+        out += [float(value), str(value)]
         return out + [bool(value)] if value in (0, 1) else out
     if type(value) is bytes:
         return [value.decode("latin-1"), list(value), None]
