@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -11,6 +13,7 @@ from raftkv.kv import commands as c
 from raftkv.kv.integers import INT64_MAX, INT64_MIN, parse_int64
 from raftkv.kv.snapshot_format import FORMAT_VERSION
 from raftkv.kv.state_machine import KVStateMachine
+from raftkv.kv.store import LmdbStore, MemoryStore
 
 
 def run(sm: KVStateMachine, command: dict[str, Any]) -> dict[str, Any]:
@@ -34,9 +37,13 @@ def add(key: str, delta: int) -> dict[str, Any]:
     return {"op": "add", "key": key, "delta": delta}
 
 
-@pytest.fixture
-def sm() -> KVStateMachine:
-    return KVStateMachine()
+@pytest.fixture(params=["memory", "lmdb"])
+def sm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KVStateMachine]:
+    """Every rule holds on both stores: in memory, and LMDB on disk."""
+    store = MemoryStore() if request.param == "memory" else LmdbStore(tmp_path / "kv", map_size=256 << 20)
+    machine = KVStateMachine(store=store)
+    yield machine
+    store.close()
 
 
 # ---- revisions and versions -------------------------------------------------
@@ -536,7 +543,7 @@ def test_restore_accepts_results_of_any_map_shape(sm: KVStateMachine) -> None:
     odd = [{"kv": 5}, {"kv": {"value": "text"}}, {"results": [None, {"kv": None}, {"kv": {"value": b"ab"}}]}, {}, None]
     fingerprint = b"f" * 16
     flat = [x for i, r in enumerate(odd) for x in (f"k{i}", fingerprint, r)]
-    image = msgpack.packb([FORMAT_VERSION, 0, [], flat], use_bin_type=True)
+    image = msgpack.packb([FORMAT_VERSION, 0, 0, [], flat], use_bin_type=True)
     sm.restore(image)
     assert sm.idempotency_keys == 5 and sm.snapshot() == image
 
@@ -575,32 +582,41 @@ def _set(index: int, value: Any) -> Any:
 
 
 def _set_record(index: int, value: Any) -> Any:
-    return lambda f: f[2].__setitem__(index, value)
+    """Set field ``index`` of the flat history (6 fields a write)."""
+    return lambda f: f[3].__setitem__(index, value)
 
 
 BAD_SNAPSHOTS: dict[str, bytes] = {
     "garbage": b"\x00not msgpack at all\xc1",
     "empty": b"",
-    "truncated": msgpack.packb([FORMAT_VERSION, 1, [], []])[:-1],
+    "truncated": msgpack.packb([FORMAT_VERSION, 1, 0, [], []])[:-1],
     "not a list": msgpack.packb({"format": 1}),
     "empty list": msgpack.packb([]),
     "future format": corrupt(_set(0, FORMAT_VERSION + 1)),
     "bool format": corrupt(_set(0, True)),
-    "missing field": msgpack.packb([FORMAT_VERSION, 0, []]),
+    "missing field": msgpack.packb([FORMAT_VERSION, 0, 0, []]),
     "negative revision": corrupt(_set(1, -1)),
-    "records not a list": corrupt(_set(2, {"a": 1})),
-    "record fields not a multiple of 5": corrupt(lambda f: f[2].pop()),
-    "key not a string": corrupt(_set_record(0, 1)),
-    "empty key": corrupt(_set_record(0, "")),
-    "value not bytes": corrupt(_set_record(1, "text")),
-    "keys out of order": corrupt(_set_record(5, "a")),
-    "mod revision above store revision": corrupt(_set_record(3, 10_000)),
-    "version zero": corrupt(_set_record(4, 0)),
-    "idempotency not triples": corrupt(lambda f: f[3].pop()),
-    "idempotency fingerprint missing": corrupt(lambda f: f[3].__setitem__(1, None)),
-    "idempotency fingerprint short": corrupt(lambda f: f[3].__setitem__(1, b"x")),
-    "idempotency result not a map": corrupt(lambda f: f[3].__setitem__(2, 5)),
-    "duplicate idempotency key": corrupt(lambda f: f[3].extend(f[3][:3])),
+    "compact revision above revision": corrupt(_set(2, 10_000)),
+    "compact revision not an int": corrupt(_set(2, "1")),
+    "history not a list": corrupt(_set(3, {"a": 1})),
+    "history fields not a multiple of 6": corrupt(lambda f: f[3].pop()),
+    "revision zero": corrupt(_set_record(0, 0)),
+    "revision above store revision": corrupt(_set_record(0, 10_000)),
+    "revisions out of order": corrupt(_set_record(6, 5)),
+    "sub negative": corrupt(_set_record(1, -1)),
+    "key not a string": corrupt(_set_record(2, 1)),
+    "empty key": corrupt(_set_record(2, "")),
+    "value not bytes": corrupt(_set_record(3, "text")),
+    "create revision above its write": corrupt(_set_record(4, 10_000)),
+    "version zero": corrupt(_set_record(5, 0)),
+    "tombstone with a version": corrupt(lambda f: f[3].__setitem__(slice(3, 6), [None, 0, 1])),
+    "idempotency not triples": corrupt(lambda f: f[4].pop()),
+    "idempotency fingerprint missing": corrupt(lambda f: f[4].__setitem__(1, None)),
+    "idempotency fingerprint short": corrupt(lambda f: f[4].__setitem__(1, b"x")),
+    "idempotency result not a map": corrupt(lambda f: f[4].__setitem__(2, 5)),
+    "duplicate idempotency key": corrupt(lambda f: f[4].extend(f[4][:3])),
+    "format 2 record fields not a multiple of 5": msgpack.packb([2, 1, ["a", b"1", 1, 1], []]),
+    "format 2 keys out of order": msgpack.packb([2, 2, ["b", b"1", 1, 1, 1, "a", b"1", 2, 2, 1], []]),
     "format 1 idempotency not pairs": msgpack.packb([1, 0, [], ["k"]]),
 }
 
@@ -616,7 +632,7 @@ def test_restore_rejects_bad_snapshot_and_keeps_state(sm: KVStateMachine, name: 
 
 def test_unknown_format_error_names_the_version(sm: KVStateMachine) -> None:
     with pytest.raises(ValueError, match="unsupported snapshot format 99"):
-        sm.restore(msgpack.packb([99, 0, [], []]))
+        sm.restore(msgpack.packb([99, 0, 0, [], []]))
 
 
 # ---- command wire format ------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-WRITE_OPS = frozenset({"put", "delete", "delete_prefix", "txn", "noop"})
+WRITE_OPS = frozenset({"put", "delete", "delete_prefix", "txn", "noop", "compact"})
 TXN_OPS = frozenset({"get", "put", "delete", "delete_prefix", "add"})
 COMPARE_TARGETS = frozenset({"value", "version", "create_revision", "mod_revision", "number"})
 COMPARE_OPERATORS = frozenset({"==", "!=", "<", "<=", ">", ">="})
@@ -71,6 +71,11 @@ def txn(
 
 def noop() -> Command:
     return {"op": "noop"}
+
+
+def compact(revision: int) -> Command:
+    """Forget history below ``revision`` (each key keeps its write as of it)."""
+    return {"op": "compact", "revision": revision}
 
 
 def txn_get(key: str) -> dict[str, Any]:

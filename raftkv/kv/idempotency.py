@@ -40,6 +40,14 @@ class Entry:
     # None: dropped to stay within max_bytes; the write was applied.
     result: Result | None
     size: int  # value bytes ``result`` holds
+    # Position in recording order; the state machine's store keys the
+    # entry by it, so a restart reloads the table in the same order.
+    seq: int = 0
+
+
+# What changed in the table since the state machine last drained it: seq ->
+# the entry to store under it, or None to delete it.
+Changes = dict[int, tuple[str, bytes | None, "Result | None"] | None]
 
 
 class IdempotencyTable:
@@ -56,6 +64,8 @@ class IdempotencyTable:
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         # Keys whose result holds value bytes, oldest first: what max_bytes drops.
         self._sized: OrderedDict[str, None] = OrderedDict()
+        self._next_seq = 1
+        self._changes: Changes = {}
 
     @property
     def max_keys(self) -> int:
@@ -75,13 +85,17 @@ class IdempotencyTable:
     def record(self, idem: str, fingerprint: bytes | None, result: Result | None) -> None:
         """Remember that ``idem`` was applied (a key not yet held)."""
         size = 0 if result is None else value_bytes(result)
-        self._entries[idem] = Entry(fingerprint, result, size)
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        self._entries[idem] = Entry(fingerprint, result, size, seq)
+        self._changes[seq] = (idem, fingerprint, result)
         if size:
             self._sized[idem] = None
             self._retained_bytes += size
         entries = self._entries
         while len(entries) > self._max_keys:
             evicted, entry = entries.popitem(last=False)
+            self._changes[entry.seq] = None
             if entry.size:
                 del self._sized[evicted]
                 self._retained_bytes -= entry.size
@@ -90,14 +104,36 @@ class IdempotencyTable:
             entry = entries[expired]
             self._retained_bytes -= entry.size
             entry.result, entry.size = None, 0
+            self._changes[entry.seq] = (expired, entry.fingerprint, None)
 
     def replace(self, entries: Iterable[tuple[str, bytes | None, Result | None]]) -> None:
         """Forget everything and record ``entries``, oldest first."""
         self._entries.clear()
         self._sized.clear()
         self._retained_bytes = 0
+        self._changes = {}
         for idem, fingerprint, result in entries:
             self.record(idem, fingerprint, result)
+
+    def load(self, entries: Iterable[tuple[int, str, bytes | None, Result | None]]) -> None:
+        """Forget everything and hold the ``(seq, key, fingerprint, result)``
+        entries a store kept, oldest first, under their stored seqs."""
+        self._entries.clear()
+        self._sized.clear()
+        self._retained_bytes = 0
+        self._changes = {}
+        for seq, idem, fingerprint, result in entries:
+            size = 0 if result is None else value_bytes(result)
+            self._entries[idem] = Entry(fingerprint, result, size, seq)
+            if size:
+                self._sized[idem] = None
+                self._retained_bytes += size
+            self._next_seq = max(self._next_seq, seq + 1)
+
+    def drain_changes(self) -> Changes:
+        """What changed since the last call, for the store."""
+        changes, self._changes = self._changes, {}
+        return changes
 
     def items(self) -> Iterator[tuple[str, bytes | None, Result | None]]:
         """Entries oldest first, the order eviction follows."""

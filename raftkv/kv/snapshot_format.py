@@ -1,16 +1,20 @@
 """Byte format of a state machine snapshot.
 
-``msgpack([FORMAT_VERSION, revision, records, idempotency])`` where
-``records`` is one flat list ``[key, value, create_revision, mod_revision,
-version, key, ...]`` in key order (flat because it packs and unpacks several
-times faster than a list of lists), and ``idempotency`` is
+Format 3 (MVCC): ``msgpack([3, revision, compact_revision, history,
+idempotency])`` where ``history`` is one flat list ``[revision, sub, key,
+value, create_revision, version, ...]`` of every retained write in revision
+order (``value`` nil for a deletion's tombstone; flat because it packs and
+unpacks several times faster than a list of lists), and ``idempotency`` is
 ``[idem_key, fingerprint, result, ...]`` oldest first (``result`` nil when
 the byte bound dropped it). The same state always produces the same bytes,
 so replicas can be compared byte for byte.
 
-Format 1 (``[idem_key, result, ...]``, no fingerprints) is still read: its
-keys come back with no fingerprint, so a retry with one is refused rather
-than matched blindly.
+Still read: format 2 (``[2, revision, records, idempotency]``, the current
+keys only: ``[key, value, create_revision, mod_revision, version, ...]`` in
+key order), which comes back as a history holding each key's last write and
+compacted at its revision; and format 1 (format 2 with ``[idem_key, result,
+...]``, no fingerprints), whose keys come back with no fingerprint, so a
+retry with one is refused rather than matched blindly.
 """
 
 from __future__ import annotations
@@ -23,34 +27,40 @@ import msgpack
 
 from raftkv.kv.commands import FINGERPRINT_BYTES
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+_FORMAT_CURRENT_KEYS_ONLY = 2
 _FORMAT_WITHOUT_FINGERPRINTS = 1
 
 # (value, create_revision, mod_revision, version): the per-key record.
 Record = tuple[bytes, int, int, int]
+# (revision, sub, key, value or None for a tombstone, create_revision, version)
+HistoryRecord = tuple[int, int, str, bytes | None, int, int]
+IdemEntry = tuple[str, bytes | None, dict[str, Any] | None]
 
 
 @dataclass(frozen=True)
 class SnapshotContents:
     revision: int
-    records: list[tuple[str, Record]]
+    compact_revision: int
+    history: list[HistoryRecord]  # in (revision, sub) order
     # (idempotency key, request fingerprint or None, result or None), oldest first
-    idempotency: list[tuple[str, bytes | None, dict[str, Any] | None]]
+    idempotency: list[IdemEntry]
 
 
 def encode(
     revision: int,
-    records: Iterable[tuple[str, Record]],
-    idempotency: Iterable[tuple[str, bytes | None, dict[str, Any] | None]],
+    compact_revision: int,
+    history: Iterable[HistoryRecord],
+    idempotency: Iterable[IdemEntry],
 ) -> bytes:
-    flat_records: list[Any] = []
-    for key, (value, create_revision, mod_revision, version) in records:
-        flat_records += (key, value, create_revision, mod_revision, version)
+    flat_history: list[Any] = []
+    for record in history:
+        flat_history += record
     flat_idempotency: list[Any] = []
     for idem, fingerprint, result in idempotency:
         flat_idempotency += (idem, fingerprint, result)
     return msgpack.packb(
-        [FORMAT_VERSION, revision, flat_records, flat_idempotency], use_bin_type=True
+        [FORMAT_VERSION, revision, compact_revision, flat_history, flat_idempotency], use_bin_type=True
     )
 
 
@@ -63,26 +73,74 @@ def decode(data: bytes) -> SnapshotContents:
     if type(top) is not list or not top:
         raise ValueError("snapshot must be a msgpack array starting with the format version")
     version = top[0]
-    if type(version) is not int or version not in (FORMAT_VERSION, _FORMAT_WITHOUT_FINGERPRINTS):
+    readable = (FORMAT_VERSION, _FORMAT_CURRENT_KEYS_ONLY, _FORMAT_WITHOUT_FINGERPRINTS)
+    if type(version) is not int or version not in readable:
         raise ValueError(
             f"unsupported snapshot format {version!r} "
-            f"(this build reads {_FORMAT_WITHOUT_FINGERPRINTS} and {FORMAT_VERSION})"
+            f"(this build reads {', '.join(str(v) for v in sorted(readable))})"
         )
-    if len(top) != 4:
-        raise ValueError(f"snapshot format {version} has 4 fields, got {len(top)}")
-    _, revision, flat_records, flat_idempotency = top
+    fields = 5 if version == FORMAT_VERSION else 4
+    if len(top) != fields:
+        raise ValueError(f"snapshot format {version} has {fields} fields, got {len(top)}")
+    revision = top[1]
     if type(revision) is not int or revision < 0:
         raise ValueError(f"snapshot revision must be a non-negative integer, got {revision!r}")
-    if type(flat_records) is not list or len(flat_records) % 5:
-        raise ValueError("snapshot records must be a flat list of 5-field records")
-    width = 3 if version == FORMAT_VERSION else 2
+    width = 2 if version == _FORMAT_WITHOUT_FINGERPRINTS else 3
+    flat_idempotency = top[-1]
     if type(flat_idempotency) is not list or len(flat_idempotency) % width:
         raise ValueError(f"snapshot idempotency table must be a flat list of {width}-field entries")
-    return SnapshotContents(
-        revision,
-        list(_checked_records(flat_records, revision)),
-        list(_checked_idempotency(flat_idempotency, width)),
+    idempotency = list(_checked_idempotency(flat_idempotency, width))
+    if version == FORMAT_VERSION:
+        compact_revision, flat_history = top[2], top[3]
+        if type(compact_revision) is not int or not 0 <= compact_revision <= revision:
+            raise ValueError(
+                f"snapshot compact revision must be an integer from 0 to the revision, got {compact_revision!r}"
+            )
+        if type(flat_history) is not list or len(flat_history) % 6:
+            raise ValueError("snapshot history must be a flat list of 6-field records")
+        history = list(_checked_history(flat_history, revision))
+        return SnapshotContents(revision, compact_revision, history, idempotency)
+    flat_records = top[2]
+    if type(flat_records) is not list or len(flat_records) % 5:
+        raise ValueError("snapshot records must be a flat list of 5-field records")
+    records = list(_checked_records(flat_records, revision))
+    # The current keys only: each one's last write is its history, in
+    # revision order (keys written by one txn share a revision: key order).
+    history = sorted(
+        (mod_revision, key, value, create_revision, version)
+        for key, (value, create_revision, mod_revision, version) in records
     )
+    subs: list[HistoryRecord] = []
+    for i, (mod_revision, key, value, create_revision, version) in enumerate(history):
+        sub = subs[-1][1] + 1 if i and subs[-1][0] == mod_revision else 0
+        subs.append((mod_revision, sub, key, value, create_revision, version))
+    return SnapshotContents(revision, revision, subs, idempotency)
+
+
+def _checked_history(flat: list[Any], revision: int) -> Iterator[HistoryRecord]:
+    previous = (0, -1)
+    for i in range(0, len(flat), 6):
+        rev, sub, key, value, create_revision, version = flat[i : i + 6]
+        where = f"snapshot history record {i // 6}"
+        if type(rev) is not int or type(sub) is not int or not (1 <= rev <= revision and 0 <= sub < 1 << 32):
+            raise ValueError(f"{where}: revision must be from 1 to {revision} and sub from 0 to 2**32-1")
+        if (rev, sub) <= previous:
+            raise ValueError(f"{where}: revisions are not in strictly increasing order")
+        if type(key) is not str or not key:
+            raise ValueError(f"{where}: key must be a non-empty string")
+        if value is None:
+            if create_revision != 0 or version != 0:
+                raise ValueError(f"{where}: a tombstone has create_revision and version 0")
+        elif not (
+            type(value) is bytes
+            and type(create_revision) is int
+            and type(version) is int
+            and 1 <= create_revision <= rev
+            and version >= 1
+        ):
+            raise ValueError(f"{where}: inconsistent value/revisions/version")
+        previous = (rev, sub)
+        yield rev, sub, key, value, create_revision, version
 
 
 def _checked_records(flat: list[Any], revision: int) -> Iterator[tuple[str, Record]]:

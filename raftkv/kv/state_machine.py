@@ -1,10 +1,18 @@
-"""The replicated key-value state machine (etcd-style revisions).
+"""The replicated key-value state machine (etcd-style revisions and MVCC
+history).
 
 Engines call :meth:`KVStateMachine.apply` once per committed log entry, in
-log order, on every replica. It is pure and deterministic: no I/O, clock or
-randomness, so the same entries in the same order give byte-identical
-snapshots everywhere. A committed entry must never crash a replica, so a
-malformed command yields an ``invalid_command`` result and changes nothing.
+log order, on every replica. Its logic is pure and deterministic: no clock
+or randomness, and its only I/O is the :class:`~raftkv.kv.store.Store` it
+keeps its state in (in memory, or LMDB on disk), so the same entries in the
+same order give byte-identical snapshots everywhere. A committed entry must
+never crash a replica, so a malformed command yields an ``invalid_command``
+result and changes nothing.
+
+Writes go into one store write transaction per batch: an engine brackets a
+run of entries with :meth:`begin_batch` and :meth:`commit_batch`, which
+stores the log index applied in the same transaction as the data it covers.
+A lone :meth:`apply` outside a batch commits on its own.
 
 Results are plain dicts shared with the idempotency table: callers must
 treat them as read-only.
@@ -14,21 +22,21 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from sortedcontainers import SortedDict
-
-from raftkv.kv import commands, snapshot_format
+from raftkv.kv import commands, mvcc, snapshot_format
 from raftkv.kv.commands import InvalidCommand
 from raftkv.kv.idempotency import DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, Entry, IdempotencyTable
 from raftkv.kv.integers import format_int, in_int64_range, parse_int64
+from raftkv.kv.mvcc import META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION, int_bytes, pack, unpack
 from raftkv.kv.snapshot_format import Record
+from raftkv.kv.store import MemoryStore, ReadTxn, Store, WriteTxn
 
 KV = dict[str, Any]
 Result = dict[str, Any]
-# key -> what it held before the running txn first touched it (None: absent)
-UndoLog = dict[str, Record | None]
+# key -> what the running txn made of it so far (None: absent)
+Overlay = dict[str, Record | None]
 
 _COMPARE_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
@@ -38,8 +46,27 @@ _COMPARE_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-_MAX_CODE_POINT = 0x10FFFF
 INVALID_COMMAND = "invalid_command"
+
+
+class CompactedError(LookupError):
+    """A read asked for a revision below the compact revision: that history is gone."""
+
+    def __init__(self, revision: int, compact_revision: int, current_revision: int) -> None:
+        super().__init__(
+            f"revision {revision} is compacted: history before revision "
+            f"{compact_revision} is gone (the current revision is {current_revision})"
+        )
+        self.compact_revision = compact_revision
+        self.current_revision = current_revision
+
+
+class FutureRevisionError(LookupError):
+    """A read asked for a revision the store has not reached."""
+
+    def __init__(self, revision: int, current_revision: int) -> None:
+        super().__init__(f"revision {revision} is in the future: the current revision is {current_revision}")
+        self.current_revision = current_revision
 
 
 class _TxnOpFailed(Exception):
@@ -56,11 +83,11 @@ class KVStateMachine:
         self,
         max_idempotency_keys: int = DEFAULT_MAX_KEYS,
         max_idempotency_bytes: int = DEFAULT_MAX_BYTES,
+        store: Store | None = None,
     ) -> None:
         """Both idempotency bounds decide whether a retry applies again, so
-        every replica of a cluster must be built with the same values."""
-        self._data: SortedDict = SortedDict()  # str -> Record
-        self._revision = 0
+        every replica of a cluster must be built with the same values.
+        Without ``store`` the state lives in memory (:class:`MemoryStore`)."""
         self._idempotency = IdempotencyTable(max_idempotency_keys, max_idempotency_bytes)
         self._handlers: dict[str, Callable[[commands.Command], Result]] = {
             "put": self._apply_put,
@@ -68,11 +95,98 @@ class KVStateMachine:
             "delete_prefix": self._apply_delete_prefix,
             "txn": self._apply_txn,
             "noop": self._apply_noop,
+            "compact": self._apply_compact,
         }
+        self._batch: WriteTxn | None = None
+        self._revision = 0
+        self._compact_revision = 0
+        self._applied_index = 0
+        self._store: Store = MemoryStore()
+        self.attach_store(store if store is not None else self._store)
+
+    def attach_store(self, store: Store) -> None:
+        """Keep the state in ``store`` from now on, starting from what it
+        holds (an engine opens its on-disk store at start)."""
+        if self._batch is not None:
+            raise RuntimeError("cannot change stores inside a batch")
+        old, self._store = self._store, store
+        txn = store.read()
+        try:
+            self._revision = mvcc.read_int(txn, META_REVISION)
+            self._compact_revision = mvcc.read_int(txn, META_COMPACT_REVISION)
+            self._applied_index = mvcc.read_int(txn, META_APPLIED_INDEX)
+            self._idempotency.load(list(mvcc.idempotency_items(txn)))
+        finally:
+            txn.close()
+        if old is not store:
+            old.close()
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    # ---- batches ----------------------------------------------------------
+
+    def begin_batch(self) -> None:
+        """Open the write transaction the next applies share."""
+        if self._batch is not None:
+            raise RuntimeError("a batch is already open")
+        self._batch = self._store.write()
+
+    def commit_batch(self, applied_index: int | None = None) -> None:
+        """Commit the batch; ``applied_index`` (the last log index it
+        covers) is stored in the same transaction as the data."""
+        txn = self._batch
+        if txn is None:
+            raise RuntimeError("no batch is open")
+        self._batch = None
+        if applied_index is not None:
+            self._applied_index = applied_index
+        try:
+            self._write_meta(txn)
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+
+    def abort_batch(self) -> None:
+        """Drop the open batch (the in-memory counters are reloaded from the store)."""
+        txn, self._batch = self._batch, None
+        if txn is not None:
+            txn.abort()
+            self.attach_store(self._store)
+
+    def _write_meta(self, txn: WriteTxn) -> None:
+        txn.put("meta", META_REVISION, int_bytes(self._revision))
+        txn.put("meta", META_COMPACT_REVISION, int_bytes(self._compact_revision))
+        txn.put("meta", META_APPLIED_INDEX, int_bytes(self._applied_index))
+        changes = self._idempotency.drain_changes()
+        for seq, entry in changes.items():
+            if entry is None:
+                txn.delete("idem", int_bytes(seq))
+            else:
+                txn.put("idem", int_bytes(seq), pack(list(entry)))
+
+    @property
+    def applied_index(self) -> int:
+        """The last log index whose batch the store committed (0: none)."""
+        return self._applied_index
 
     # ---- writes -----------------------------------------------------------
 
     def apply(self, data: bytes) -> Result:
+        if self._batch is not None:
+            return self._apply(data)
+        self.begin_batch()
+        try:
+            result = self._apply(data)
+        except BaseException:
+            self.abort_batch()
+            raise
+        self.commit_batch()
+        return result
+
+    def _apply(self, data: bytes) -> Result:
         try:
             command = commands.decode(data)
         except InvalidCommand as exc:
@@ -137,99 +251,140 @@ class KVStateMachine:
             )
         return {**_with_command_values(command, first.result), "replayed": True}
 
+    def _txn(self) -> WriteTxn:
+        txn = self._batch
+        assert txn is not None
+        return txn
+
     def _apply_put(self, command: commands.Command) -> Result:
         key = command.get("key")
         value = command.get("value")
         if type(key) is not str or not key or type(value) is not bytes:
             commands.require_key(command)  # raises, naming the field
             commands.require_value(command)
+        txn = self._txn()
         revision = self._revision + 1
-        data = self._data
-        old = data.get(key)
+        old = _record(txn, key)
         record = (value, revision, revision, 1) if old is None else (value, old[1], revision, old[3] + 1)
-        data[key] = record
+        _write(txn, key, record, revision, 0)
         self._revision = revision
         return {"ok": True, "revision": revision, "kv": _kv(key, record)}
 
     def _apply_delete(self, command: commands.Command) -> Result:
         key = commands.require_key(command)
-        if self._data.pop(key, None) is None:
+        txn = self._txn()
+        if txn.get("latest", key.encode()) is None:
             return {"ok": True, "revision": self._revision, "deleted": 0}
         self._revision += 1
+        _write(txn, key, None, self._revision, 0)
         return {"ok": True, "revision": self._revision, "deleted": 1}
 
     def _apply_delete_prefix(self, command: commands.Command) -> Result:
         prefix = commands.require_prefix(command)
-        deleted = self._delete_range(prefix, None)
-        if deleted:
+        txn = self._txn()
+        doomed = [key.decode() for key, _ in _scan_latest(txn, prefix, None)]
+        if doomed:
             self._revision += 1
-        return {"ok": True, "revision": self._revision, "deleted": deleted}
+            for sub, key in enumerate(doomed):
+                _write(txn, key, None, self._revision, sub)
+        return {"ok": True, "revision": self._revision, "deleted": len(doomed)}
 
     def _apply_noop(self, command: commands.Command) -> Result:
         return {"ok": True, "revision": self._revision}
 
+    def _apply_compact(self, command: commands.Command) -> Result:
+        revision = commands.require_int(command, "revision")
+        if revision > self._revision:
+            return self._error(
+                "future_revision",
+                f"cannot compact at revision {revision}: the current revision is {self._revision}",
+            )
+        if revision <= self._compact_revision:
+            return {
+                **self._error(
+                    "compacted",
+                    f"revision {revision} is already compacted (the compact revision is "
+                    f"{self._compact_revision})",
+                ),
+                "compact_revision": self._compact_revision,
+            }
+        txn = self._txn()
+        doomed: list[tuple[bytes, bytes]] = []
+        for rk, data in txn.scan("history", b"", mvcc.rev_key(revision + 1, 0)):
+            key, value = unpack(data)[:2]
+            own = mvcc.index_key(key.encode(), *mvcc.parse_rev_key(rk))
+            newest = txn.floor("index", mvcc.index_key(key.encode(), revision, (1 << 32) - 1))
+            # Superseded by a later write at or below the compaction point,
+            # or the tombstone that is the key's state there: not needed to
+            # read any revision from ``revision`` on.
+            if newest is None or newest[0] != own or value is None:
+                doomed.append((rk, own))
+        for rk, own in doomed:
+            txn.delete("history", rk)
+            txn.delete("index", own)
+        self._compact_revision = revision
+        return {"ok": True, "revision": self._revision, "compact_revision": revision}
+
     def _apply_txn(self, command: commands.Command) -> Result:
         compares, success, failure = commands.check_txn(command)
+        txn = self._txn()
         succeeded = True
         for item in compares:
-            if not self._compare_holds(item):
+            if not _compare_holds(_record(txn, item["key"]), item):
                 succeeded = False
                 break
         branch = success if succeeded else failure
         revision = self._revision + 1
-        undo: UndoLog = {}
+        # Ops see the writes of earlier ops through the overlay; nothing
+        # reaches the store until every op of the branch has succeeded.
+        overlay: Overlay = {}
+        writes: list[tuple[str, Record | None]] = []
         results: list[Result] = []
         try:
             for op in branch:
-                results.append(self._apply_txn_op(op, revision, undo))
+                results.append(self._apply_txn_op(txn, op, revision, overlay, writes))
         except _TxnOpFailed as failed:
-            self._roll_back(undo)
             where = f"txn {'success' if succeeded else 'failure'}[{len(results)}]"
             return {
                 "ok": False,
                 "revision": self._revision,
                 "error": {"code": failed.code, "message": f"{where} {failed.message}"},
             }
-        if undo:  # something was written
+        if writes:
             self._revision = revision
+            for sub, (key, record) in enumerate(writes):
+                _write(txn, key, record, revision, sub)
         return {"ok": True, "succeeded": succeeded, "revision": self._revision, "results": results}
 
-    def _compare_holds(self, item: dict[str, Any]) -> bool:
-        record = self._data.get(item["key"])
-        target = item["target"]
-        actual: Any
-        if target == "value":
-            if record is None:
-                return False
-            actual = record[0]
-        elif target == "number":
-            actual = None if record is None else parse_int64(record[0])
-            if actual is None:
-                return False
-        elif record is None:
-            actual = 0
-        elif target == "version":
-            actual = record[3]
-        elif target == "create_revision":
-            actual = record[1]
-        else:  # mod_revision
-            actual = record[2]
-        return _COMPARE_OPERATORS[item["cmp"]](actual, item["value"])
-
-    def _apply_txn_op(self, op: dict[str, Any], revision: int, undo: UndoLog) -> Result:
+    def _apply_txn_op(
+        self,
+        txn: WriteTxn,
+        op: dict[str, Any],
+        revision: int,
+        overlay: Overlay,
+        writes: list[tuple[str, Record | None]],
+    ) -> Result:
         name = op["op"]
         if name == "delete_prefix":
-            return {"deleted": self._delete_range(op["prefix"], undo)}
+            prefix = op["prefix"]
+            keys = {key.decode() for key, _ in _scan_latest(txn, prefix, None)}
+            keys.update(key for key in overlay if key.startswith(prefix))
+            deleted = 0
+            for key in sorted(keys):
+                if (overlay[key] if key in overlay else _record(txn, key)) is not None:
+                    overlay[key] = None
+                    writes.append((key, None))
+                    deleted += 1
+            return {"deleted": deleted}
         key = op["key"]
-        data = self._data
-        old = data.get(key)
+        old = overlay[key] if key in overlay else _record(txn, key)
         if name == "get":
             return {"kv": None if old is None else _kv(key, old)}
         if name == "delete":
             if old is None:
                 return {"deleted": 0}
-            undo.setdefault(key, old)
-            del data[key]
+            overlay[key] = None
+            writes.append((key, None))
             return {"deleted": 1}
         if name == "put":
             value = op["value"]
@@ -249,34 +404,10 @@ class KVStateMachine:
                     f"signed 64-bit range, so nothing was applied",
                 )
             value = format_int(total)
-        undo.setdefault(key, old)
         record = (value, revision, revision, 1) if old is None else (value, old[1], revision, old[3] + 1)
-        data[key] = record
+        overlay[key] = record
+        writes.append((key, record))
         return {"kv": _kv(key, record)}
-
-    def _delete_range(self, prefix: str, undo: UndoLog | None) -> int:
-        data = self._data
-        low, high = self._prefix_bounds(prefix)
-        if low >= high:
-            return 0
-        doomed = list(data.islice(low, high))
-        if undo is not None:
-            for key in doomed:
-                undo.setdefault(key, data[key])
-        if len(doomed) == len(data):
-            data.clear()
-        else:
-            for key in doomed:
-                del data[key]
-        return len(doomed)
-
-    def _roll_back(self, undo: UndoLog) -> None:
-        data = self._data
-        for key, record in undo.items():
-            if record is None:
-                data.pop(key, None)
-            else:
-                data[key] = record
 
     def _invalid(self, exc: InvalidCommand) -> Result:
         return self._error(INVALID_COMMAND, str(exc))
@@ -291,6 +422,11 @@ class KVStateMachine:
         return self._revision
 
     @property
+    def compact_revision(self) -> int:
+        """Reads below this revision answer CompactedError (0: nothing compacted)."""
+        return self._compact_revision
+
+    @property
     def max_idempotency_keys(self) -> int:
         return self._idempotency.max_keys
 
@@ -303,53 +439,195 @@ class KVStateMachine:
         """How many idempotency keys are currently remembered."""
         return len(self._idempotency)
 
-    def get(self, key: str) -> KV | None:
-        record = self._data.get(key)
-        return None if record is None else _kv(key, record)
+    def _read(self) -> ReadTxn:
+        return self._batch if self._batch is not None else self._store.read()
+
+    def _done(self, txn: ReadTxn) -> None:
+        if txn is not self._batch:
+            txn.close()
+
+    def _check_revision(self, revision: int) -> None:
+        if revision > self._revision:
+            raise FutureRevisionError(revision, self._revision)
+        if revision < self._compact_revision:
+            raise CompactedError(revision, self._compact_revision, self._revision)
+
+    def get(self, key: str, revision: int | None = None) -> KV | None:
+        """The key now, or as of ``revision`` (CompactedError below the
+        compact revision, FutureRevisionError beyond the current one)."""
+        txn = self._read()
+        try:
+            if revision is None or revision == self._revision:
+                record = _record(txn, key)
+                return None if record is None else _kv(key, record)
+            self._check_revision(revision)
+            found = mvcc.version_at(txn, key.encode(), revision)
+            if found is None or found[0] is None:
+                return None
+            return _kv(key, found)  # type: ignore[arg-type]
+        finally:
+            self._done(txn)
 
     def range(
-        self, prefix: str = "", limit: int | None = None, start_after: str | None = None
+        self,
+        prefix: str = "",
+        limit: int | None = None,
+        start_after: str | None = None,
+        revision: int | None = None,
     ) -> tuple[list[KV], bool]:
-        """Keys starting with ``prefix`` (after ``start_after``), sorted; and
-        whether more such keys remain beyond ``limit``."""
+        """Keys starting with ``prefix`` (after ``start_after``), sorted, now
+        or as of ``revision``; and whether more such keys remain beyond ``limit``."""
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-        data = self._data
-        low, high = self._prefix_bounds(prefix)
-        if start_after is not None:
-            low = max(low, data.bisect_right(start_after))
-        stop = high if limit is None else min(high, low + limit)
-        kvs = [_kv(key, data[key]) for key in data.islice(low, stop)] if low < stop else []
-        return kvs, stop < high
+        txn = self._read()
+        try:
+            kvs: list[KV] = []
+            if revision is None or revision == self._revision:
+                for key, data in _scan_latest(txn, prefix, start_after):
+                    if limit is not None and len(kvs) == limit:
+                        return kvs, True
+                    kvs.append(_kv(key.decode(), _latest_record(txn, data)))
+                return kvs, False
+            self._check_revision(revision)
+            after = None if start_after is None else start_after.encode()
+            for key, found in mvcc.range_at(txn, prefix.encode(), after, revision):
+                if limit is not None and len(kvs) == limit:
+                    return kvs, True
+                kvs.append(_kv(key.decode(), found))  # type: ignore[arg-type]
+            return kvs, False
+        finally:
+            self._done(txn)
 
     def count(self, prefix: str = "") -> int:
-        low, high = self._prefix_bounds(prefix)
-        return max(0, high - low)
+        txn = self._read()
+        try:
+            if not prefix:
+                return txn.count("latest")
+            return sum(1 for _ in _scan_latest(txn, prefix, None))
+        finally:
+            self._done(txn)
 
     def __len__(self) -> int:
-        return len(self._data)
-
-    def _prefix_bounds(self, prefix: str) -> tuple[int, int]:
-        """Index range of the keys starting with ``prefix``."""
-        data = self._data
-        if not prefix:
-            return 0, len(data)
-        successor = _prefix_successor(prefix)
-        high = len(data) if successor is None else data.bisect_left(successor)
-        return data.bisect_left(prefix), high
+        return self.count()
 
     # ---- snapshots --------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        return snapshot_format.encode(self._revision, self._data.items(), self._idempotency.items())
+        txn = self._read()
+        try:
+            return _encode_snapshot(txn)
+        finally:
+            self._done(txn)
 
-    def restore(self, data: bytes) -> None:
-        """Replace all state with ``data``; on ValueError nothing changed."""
+    def snapshot_job(self) -> Callable[[], bytes]:
+        """The state as of now, to be encoded by calling the result, on any
+        thread, while applies go on (a read transaction of the store)."""
+        if self._batch is not None:
+            raise RuntimeError("cannot snapshot inside a batch")
+        view = self._store.frozen()
+
+        def encode() -> bytes:
+            try:
+                return _encode_snapshot(view)
+            finally:
+                view.close()
+
+        return encode
+
+    def restore(self, data: bytes, applied_index: int | None = None) -> None:
+        """Replace all state with ``data`` (and store ``applied_index`` with
+        it, when given); on ValueError nothing changed."""
         contents = snapshot_format.decode(data)
-        records = SortedDict(contents.records)
-        self._idempotency.replace(contents.idempotency)
-        self._data = records
-        self._revision = contents.revision
+        own_batch = self._batch is None
+        if own_batch:
+            self.begin_batch()
+        txn = self._txn()
+        try:
+            for table in ("latest", "index", "history", "idem"):
+                txn.clear(table)
+            latest: dict[str, tuple[int, int, bytes | None, int, int]] = {}
+            for rev, sub, key, value, create_revision, version in contents.history:
+                rk = mvcc.rev_key(rev, sub)
+                txn.put("history", rk, pack([key, value, create_revision, version]))
+                txn.put("index", mvcc.index_key(key.encode(), rev, sub), b"")
+                latest[key] = (rev, sub, value, create_revision, version)
+            for key, (rev, sub, value, create_revision, version) in latest.items():
+                if value is not None:
+                    txn.put("latest", key.encode(), pack([create_revision, rev, sub, version]))
+            self._idempotency.replace(contents.idempotency)
+            self._revision = contents.revision
+            self._compact_revision = contents.compact_revision
+        except BaseException:
+            self.abort_batch()
+            raise
+        if own_batch:
+            self.commit_batch(applied_index)
+        elif applied_index is not None:
+            self._applied_index = applied_index
+
+
+def _encode_snapshot(txn: ReadTxn) -> bytes:
+    return snapshot_format.encode(
+        mvcc.read_int(txn, META_REVISION),
+        mvcc.read_int(txn, META_COMPACT_REVISION),
+        mvcc.history_items(txn),
+        ((idem, fingerprint, result) for _seq, idem, fingerprint, result in mvcc.idempotency_items(txn)),
+    )
+
+
+def _record(txn: ReadTxn, key: str) -> Record | None:
+    data = txn.get("latest", key.encode())
+    return None if data is None else _latest_record(txn, data)
+
+
+def _latest_record(txn: ReadTxn, data: bytes) -> Record:
+    create_revision, mod_revision, sub, version = unpack(data)
+    value = mvcc.history_version(txn, mvcc.rev_key(mod_revision, sub))[0]
+    assert value is not None
+    return value, create_revision, mod_revision, version
+
+
+def _write(txn: WriteTxn, key: str, record: Record | None, revision: int, sub: int) -> None:
+    """Record a write of ``key`` (None: its deletion) at ``(revision, sub)``."""
+    encoded = key.encode()
+    rk = mvcc.rev_key(revision, sub)
+    txn.put("index", mvcc.index_key(encoded, revision, sub), b"")
+    if record is None:
+        txn.put("history", rk, pack([key, None, 0, 0]))
+        txn.delete("latest", encoded)
+        return
+    value, create_revision, _mod, version = record
+    txn.put("history", rk, pack([key, value, create_revision, version]))
+    txn.put("latest", encoded, pack([create_revision, revision, sub, version]))
+
+
+def _scan_latest(txn: ReadTxn, prefix: str, start_after: str | None) -> Iterator[tuple[bytes, bytes]]:
+    low = prefix.encode()
+    if start_after is not None:
+        low = max(low, start_after.encode() + b"\x00")
+    return txn.scan("latest", low, mvcc.prefix_successor(prefix.encode()))
+
+
+def _compare_holds(record: Record | None, item: dict[str, Any]) -> bool:
+    target = item["target"]
+    actual: Any
+    if target == "value":
+        if record is None:
+            return False
+        actual = record[0]
+    elif target == "number":
+        actual = None if record is None else parse_int64(record[0])
+        if actual is None:
+            return False
+    elif record is None:
+        actual = 0
+    elif target == "version":
+        actual = record[3]
+    elif target == "create_revision":
+        actual = record[1]
+    else:  # mod_revision
+        actual = record[2]
+    return _COMPARE_OPERATORS[item["cmp"]](actual, item["value"])
 
 
 def _is_invalid(result: Result) -> bool:
@@ -399,15 +677,6 @@ def _kv(key: str, record: Record) -> KV:
         "mod_revision": record[2],
         "version": record[3],
     }
-
-
-def _prefix_successor(prefix: str) -> str | None:
-    """The smallest string above every string that starts with ``prefix``
-    (None when no such string exists)."""
-    stripped = prefix.rstrip(chr(_MAX_CODE_POINT))
-    if not stripped:
-        return None
-    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
 
 
 def _quote(key: str) -> str:

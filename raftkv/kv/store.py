@@ -1,0 +1,289 @@
+"""Where the state machine keeps its state: ordered bytes keys in a few
+named tables, read through read transactions and changed through write
+transactions that commit atomically.
+
+Two implementations with the same behaviour:
+
+* :class:`MemoryStore` -- sorted dicts in memory, for unit tests and the
+  simulator;
+* :class:`LmdbStore` -- an LMDB environment in a directory: a memory-mapped
+  B+tree whose read transactions see one consistent committed state while
+  writes go on (the design etcd's bbolt copies). docs/storage.md gives its
+  sync policy.
+
+The state machine is the only writer, and it runs on one thread; a read
+transaction may be handed to another thread (snapshots are encoded off the
+event loop) and sees the state as of its start.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+from sortedcontainers import SortedDict
+
+# Every table a store holds. docs/state-machine.md says what each one keeps.
+TABLES = ("meta", "latest", "index", "history", "idem")
+
+
+class ReadTxn(abc.ABC):
+    """A consistent view of the store."""
+
+    @abc.abstractmethod
+    def get(self, table: str, key: bytes) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def scan(self, table: str, start: bytes = b"", stop: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Items with ``start <= key < stop`` (no ``stop``: to the end), in key order."""
+
+    @abc.abstractmethod
+    def floor(self, table: str, key: bytes) -> tuple[bytes, bytes] | None:
+        """The item with the greatest key ``<= key``, or None."""
+
+    @abc.abstractmethod
+    def count(self, table: str) -> int: ...
+
+    def close(self) -> None:
+        """Release the view (a no-op for stores that need none)."""
+
+
+class WriteTxn(ReadTxn):
+    """Reads see this transaction's own writes."""
+
+    @abc.abstractmethod
+    def put(self, table: str, key: bytes, value: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, table: str, key: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def clear(self, table: str) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def abort(self) -> None: ...
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    def read(self) -> ReadTxn:
+        """A view of the committed state; close it when done."""
+
+    @abc.abstractmethod
+    def frozen(self) -> ReadTxn:
+        """A view of the committed state that later writes do not change,
+        safe to read from another thread; close it when done."""
+
+    @abc.abstractmethod
+    def write(self) -> WriteTxn:
+        """Begin the one write transaction (never two at once)."""
+
+    def sync(self) -> None:
+        """Make every committed transaction durable (a no-op in memory)."""
+
+    def close(self) -> None:
+        """Release files and memory maps."""
+
+
+# ---------------------------------------------------------------- in memory
+
+
+class _MemoryView(ReadTxn):
+    def __init__(self, tables: dict[str, SortedDict]) -> None:
+        self._tables = tables
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        return self._tables[table].get(key)
+
+    def scan(self, table: str, start: bytes = b"", stop: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        data = self._tables[table]
+        # A list of keys first: the caller may write to the table while it iterates.
+        for key in list(data.irange(start, stop, inclusive=(True, False))):
+            value = data.get(key)
+            if value is not None:
+                yield key, value
+
+    def floor(self, table: str, key: bytes) -> tuple[bytes, bytes] | None:
+        data = self._tables[table]
+        i = data.bisect_right(key)
+        if i == 0:
+            return None
+        found = data.keys()[i - 1]
+        return found, data[found]
+
+    def count(self, table: str) -> int:
+        return len(self._tables[table])
+
+
+class _MemoryWrite(_MemoryView, WriteTxn):
+    """Writes go straight into the tables; an undo journal makes abort work."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        super().__init__(store._tables)
+        self._store = store
+        self._undo: dict[tuple[str, bytes], bytes | None] = {}
+        self._cleared: dict[str, SortedDict] = {}
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        data = self._tables[table]
+        if table not in self._cleared:
+            self._undo.setdefault((table, key), data.get(key))
+        data[key] = value
+
+    def delete(self, table: str, key: bytes) -> None:
+        data = self._tables[table]
+        if table not in self._cleared:
+            self._undo.setdefault((table, key), data.get(key))
+        data.pop(key, None)
+
+    def clear(self, table: str) -> None:
+        if table not in self._cleared:
+            self._cleared[table] = self._tables[table].copy()
+        self._tables[table].clear()
+
+    def commit(self) -> None:
+        self._undo.clear()
+        self._cleared.clear()
+        self._store._writing = False
+
+    def abort(self) -> None:
+        for table, saved in self._cleared.items():
+            self._tables[table] = saved
+        for (table, key), old in self._undo.items():
+            if table in self._cleared:
+                continue
+            if old is None:
+                self._tables[table].pop(key, None)
+            else:
+                self._tables[table][key] = old
+        self.commit()
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self._tables: dict[str, SortedDict] = {name: SortedDict() for name in TABLES}
+        self._writing = False
+
+    def read(self) -> ReadTxn:
+        """A live view: fine on the writer's thread between write
+        transactions; use :meth:`frozen` for another thread."""
+        return _MemoryView(self._tables)
+
+    def frozen(self) -> ReadTxn:
+        """A copy of the committed state, safe to read from any thread."""
+        return _MemoryView({name: data.copy() for name, data in self._tables.items()})
+
+    def write(self) -> WriteTxn:
+        if self._writing:
+            raise RuntimeError("a write transaction is already open")
+        self._writing = True
+        return _MemoryWrite(self)
+
+
+# -------------------------------------------------------------------- LMDB
+
+# The map is the most the file may grow to (address space, not memory).
+DEFAULT_MAP_SIZE = 64 << 30
+
+
+class _LmdbTxn(WriteTxn):
+    def __init__(self, env: lmdb.Environment, dbs: dict[str, lmdb._Database], write: bool) -> None:
+        self._txn = env.begin(write=write, buffers=False)
+        self._dbs = dbs
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        return self._txn.get(key, db=self._dbs[table])
+
+    def scan(self, table: str, start: bytes = b"", stop: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        with self._txn.cursor(db=self._dbs[table]) as cursor:
+            if not cursor.set_range(start):
+                return
+            while True:
+                key = cursor.key()
+                if stop is not None and key >= stop:
+                    return
+                yield key, cursor.value()
+                if not cursor.next():
+                    return
+
+    def floor(self, table: str, key: bytes) -> tuple[bytes, bytes] | None:
+        with self._txn.cursor(db=self._dbs[table]) as cursor:
+            if cursor.set_range(key):
+                if cursor.key() == key:
+                    return key, cursor.value()
+                if not cursor.prev():
+                    return None
+            elif not cursor.last():
+                return None
+            return cursor.key(), cursor.value()
+
+    def count(self, table: str) -> int:
+        return int(self._txn.stat(self._dbs[table])["entries"])
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._txn.put(key, value, db=self._dbs[table])
+
+    def delete(self, table: str, key: bytes) -> None:
+        self._txn.delete(key, db=self._dbs[table])
+
+    def clear(self, table: str) -> None:
+        self._txn.drop(self._dbs[table], delete=False)
+
+    def commit(self) -> None:
+        self._txn.commit()
+
+    def abort(self) -> None:
+        self._txn.abort()
+
+    def close(self) -> None:
+        self._txn.abort()  # a read transaction ends by aborting it
+
+
+class LmdbStore(Store):
+    """An LMDB environment in ``path`` (a directory).
+
+    Opened without syncing on commit (``sync=False``): the WAL is the
+    durable truth and a restart replays it from the applied index stored
+    here; :meth:`sync` makes everything committed durable, and the caller
+    syncs before the WAL forgets entries. docs/storage.md argues this.
+    """
+
+    def __init__(self, path: Path, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self._env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=len(TABLES),
+            sync=False,
+            metasync=False,
+            # Readers hand transactions to a worker thread.
+            lock=True,
+            readahead=False,
+            max_readers=64,
+        )
+        self._dbs = {name: self._env.open_db(name.encode()) for name in TABLES}
+
+    def read(self) -> ReadTxn:
+        return _LmdbTxn(self._env, self._dbs, write=False)
+
+    def frozen(self) -> ReadTxn:
+        return self.read()  # an LMDB read transaction already is a frozen view
+
+    def write(self) -> WriteTxn:
+        return _LmdbTxn(self._env, self._dbs, write=True)
+
+    def sync(self) -> None:
+        self._env.sync(True)
+
+    def close(self) -> None:
+        self._env.close()
+
+    def file_bytes(self) -> int:
+        return os.path.getsize(self.path / "data.mdb")
