@@ -66,10 +66,12 @@ class SimConfig:
     op_timeout_ticks: int = 30
     membership: bool = True
     check_linearizability: bool = True
-    # A wiped node restarts only once every other node is past the term it
-    # last voted in (it has forgotten that vote); False lifts the wait, for
-    # a core that keeps wiped nodes from voting on its own.
-    wipe_waits_for_newer_terms: bool = True
+    # True: a wiped node restarts only once every other node is past the
+    # term it last voted in (it has forgotten that vote), for a core that
+    # does not keep wiped nodes from voting. raftkv's core does (a node
+    # restored from nothing stays unbootstrapped), so by default wiped nodes
+    # come back at any time, half of them at once.
+    wipe_waits_for_newer_terms: bool = False
     # A run sends about a thousand messages; this many means nodes are stuck
     # in a loop (which in virtual time would run for minutes of CPU).
     max_messages: int = 40_000
@@ -303,7 +305,10 @@ class Simulation:
             rng.choice(alive).crash()
             self.result.crashes += 1
         if self.p_wipe and alive and self._impaired is None and rng.random() < self.p_wipe:
-            self._wipe(rng.choice(alive))
+            # Mostly a node that voted in an election still under way: a
+            # wipe then forgets a vote that matters.
+            voted = [n for n in alive if n.core.vote is not None and n.core.leader_id is None]
+            self._wipe(rng.choice(voted if voted and rng.random() < 0.7 else alive))
         if self.p_lose_tail and alive and self._impaired is None and rng.random() < self.p_lose_tail:
             self._lose_tail(rng.choice(alive))
         for n in nodes:
@@ -357,10 +362,15 @@ class Simulation:
         node.crash()
         term = disk.durable_term_vote[0]
         disk.wipe()
-        self._wiped_waiting[node.id] = term
         self._impaired = (node.id, self.checker.max_committed)
         self.result.wipes += 1
         self.result.crashes += 1
+        if self.cfg.wipe_waits_for_newer_terms:
+            self._wiped_waiting[node.id] = term
+        elif self.rng.random() < 0.5:
+            # Back at once, while vote requests of the election it voted in
+            # are still in flight to it.
+            node.start()
 
     def _lose_tail(self, node: SimNode) -> None:
         """A disk that acknowledged fsyncs it did not do: the node loses the
