@@ -146,6 +146,13 @@ def test_timeout_outside_the_allowed_range_or_format_is_400(node: LocalCluster, 
     assert "timeout" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("path", ["/v1/kv?consistency=serializable", "/v1/kv/t?consistency=serializable"])
+def test_a_bad_timeout_is_400_on_a_serializable_read_too(node: LocalCluster, path: str) -> None:
+    response = call("GET", _url(node) + path + "&timeout=null")
+    assert response.status == 400, response.body
+    assert response.error_code == "invalid_argument"
+
+
 def test_a_decimal_timeout_is_accepted(node: LocalCluster) -> None:
     assert call("PUT", _url(node) + "/v1/kv/t?timeout=2.5", b"x").status == 200
 

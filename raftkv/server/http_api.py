@@ -230,6 +230,7 @@ class HttpApi:
             start_after = kvs[-1]["key"]
 
     async def _read_fence(self, query: dict[str, str]) -> None:
+        timeout = self._timeout(query)  # checked even where no fence uses it
         consistency = query.get("consistency", "linearizable")
         if consistency == "serializable":
             # The local replica of a failed engine stopped at some point of
@@ -242,7 +243,6 @@ class HttpApi:
                 "invalid_argument",
                 f"consistency must be 'linearizable' or 'serializable', got {consistency!r}",
             )
-        timeout = self._timeout(query)
         try:
             await self.engine.read_fence(timeout)
         except (NoLeaderError, EngineStoppedError) as exc:
