@@ -23,7 +23,8 @@ from __future__ import annotations
 import abc
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 
 class StateMachine(Protocol):
@@ -34,6 +35,36 @@ class StateMachine(Protocol):
     def snapshot(self) -> bytes: ...
 
     def restore(self, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class StoredStateMachine(StateMachine, Protocol):
+    """A state machine that keeps its state in a store of its own (LMDB in
+    the data directory) and records there which log index it applied, in
+    the same write transaction as the data: a restart resumes from that
+    index instead of restoring a snapshot and replaying the log after it.
+
+    The driver brackets each run of committed entries with
+    ``begin_batch``/``commit_batch`` (one write transaction per batch) and
+    encodes snapshots with ``snapshot_job`` off the event loop.
+    """
+
+    @property
+    def applied_index(self) -> int: ...
+
+    def attach_store(self, store: Any) -> None: ...
+
+    def close_store(self) -> None: ...
+
+    def begin_batch(self) -> None: ...
+
+    def commit_batch(self, applied_index: int | None = None) -> None: ...
+
+    def abort_batch(self) -> None: ...
+
+    def restore(self, data: bytes, applied_index: int | None = None) -> None: ...
+
+    def snapshot_job(self) -> Callable[[], bytes]: ...
 
 
 @dataclass(frozen=True)

@@ -912,8 +912,10 @@ def test_a_restarted_follower_is_not_ready_before_it_has_the_leaders_commits(tmp
         while True:
             assert time.monotonic() < deadline, "the restarted follower never became ready"
             try:
-                ready = call("GET", f"{node_url}/readyz", timeout=2)
+                # Status first: the node may become ready between the two
+                # calls, and only that order keeps the assertion below true.
                 status = call("GET", f"{node_url}/v1/status", timeout=2).json()
+                ready = call("GET", f"{node_url}/readyz", timeout=2)
             except OSError:
                 continue  # not listening yet
             if ready.status == 200:

@@ -59,9 +59,27 @@ def encode(
     flat_idempotency: list[Any] = []
     for idem, fingerprint, result in idempotency:
         flat_idempotency += (idem, fingerprint, result)
-    return msgpack.packb(
-        [FORMAT_VERSION, revision, compact_revision, flat_history, flat_idempotency], use_bin_type=True
-    )
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [packer.pack_array_header(5), packer.pack(FORMAT_VERSION), packer.pack(revision), packer.pack(compact_revision)]
+    parts += _packed_array(packer, flat_history)
+    parts += _packed_array(packer, flat_idempotency)
+    return b"".join(parts)
+
+
+# Elements packed per call: the snapshot is encoded on a worker thread, and
+# one packb of a million-element list would hold the GIL (and so stall the
+# event loop) for the whole call.
+_PACK_CHUNK = 6_000
+
+
+def _packed_array(packer: msgpack.Packer, items: list[Any]) -> list[bytes]:
+    """``packer.pack(items)`` in pieces (the same bytes)."""
+    parts = [packer.pack_array_header(len(items))]
+    for i in range(0, len(items), _PACK_CHUNK):
+        chunk = items[i : i + _PACK_CHUNK]
+        packed = packer.pack(chunk)
+        parts.append(packed[len(packer.pack_array_header(len(chunk))) :])
+    return parts
 
 
 def decode(data: bytes) -> SnapshotContents:

@@ -125,6 +125,10 @@ class KVStateMachine:
     def store(self) -> Store:
         return self._store
 
+    def close_store(self) -> None:
+        """Close the store (an LMDB store syncs and marks itself clean)."""
+        self._store.close()
+
     # ---- batches ----------------------------------------------------------
 
     def begin_batch(self) -> None:

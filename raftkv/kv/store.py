@@ -245,16 +245,35 @@ class _LmdbTxn(WriteTxn):
         self._txn.abort()  # a read transaction ends by aborting it
 
 
+_BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+_META_BOOT_ID = b"store_boot_id"
+_META_CLOSED_CLEAN = b"store_closed_clean"
+
+
+def current_boot_id() -> bytes:
+    """This boot of the machine (Linux); b"" where it cannot be told."""
+    try:
+        return _BOOT_ID_FILE.read_bytes().strip()
+    except OSError:
+        return b""
+
+
 class LmdbStore(Store):
     """An LMDB environment in ``path`` (a directory).
 
-    Opened without syncing on commit (``sync=False``): the WAL is the
-    durable truth and a restart replays it from the applied index stored
-    here; :meth:`sync` makes everything committed durable, and the caller
-    syncs before the WAL forgets entries. docs/storage.md argues this.
+    Commits do not sync (``sync=False``): the WAL is the durable truth, and
+    a restart replays it from the applied index stored here. After a process
+    crash the file is exactly as last committed (the kernel's page cache
+    holds every write); after a machine crash unsynced pages may be lost in
+    any order, which LMDB cannot detect. So the store records the boot it
+    was opened in and whether it was closed cleanly (synced): opened after
+    a reboot without a clean close, its contents are not trusted and it
+    starts empty (``rebuilt``), and the engine restores the snapshot and
+    replays the WAL after it. docs/storage.md argues this.
     """
 
-    def __init__(self, path: Path, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(self, path: Path, map_size: int = DEFAULT_MAP_SIZE, boot_id: bytes | None = None) -> None:
+        """``boot_id`` overrides the machine's (tests simulate a reboot)."""
         os.makedirs(path, exist_ok=True)
         self.path = path
         self._env = lmdb.open(
@@ -269,6 +288,21 @@ class LmdbStore(Store):
             max_readers=64,
         )
         self._dbs = {name: self._env.open_db(name.encode()) for name in TABLES}
+        self.rebuilt = False  # opened untrusted (see the class doc) and emptied
+        self._closed = False
+        boot = boot_id if boot_id is not None else current_boot_id()
+        with self._env.begin(write=True) as txn:
+            meta = self._dbs["meta"]
+            stored_boot = txn.get(_META_BOOT_ID, db=meta)
+            clean = txn.get(_META_CLOSED_CLEAN, db=meta) == b"1"
+            empty = all(txn.stat(db)["entries"] == 0 for db in self._dbs.values())
+            if not (empty or clean or (boot and stored_boot == boot)):
+                for db in self._dbs.values():
+                    txn.drop(db, delete=False)
+                self.rebuilt = True
+            txn.put(_META_BOOT_ID, boot, db=meta)
+            txn.put(_META_CLOSED_CLEAN, b"0", db=meta)
+        self._env.sync(True)
 
     def read(self) -> ReadTxn:
         return _LmdbTxn(self._env, self._dbs, write=False)
@@ -283,6 +317,13 @@ class LmdbStore(Store):
         self._env.sync(True)
 
     def close(self) -> None:
+        """Sync, mark the store closed cleanly, and close it."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._env.begin(write=True) as txn:
+            txn.put(_META_CLOSED_CLEAN, b"1", db=self._dbs["meta"])
+        self._env.sync(True)
         self._env.close()
 
     def file_bytes(self) -> int:

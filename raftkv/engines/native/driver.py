@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, cast
 
-from raftkv.engine import StateMachine
+from raftkv.engine import StateMachine, StoredStateMachine
 from raftkv.engines.native.entry_codec import EntryFormatError, unframe
 from raftkv.engines.native.recovery import snapshot_meta_to_json
 from raftkv.engines.native.requests import ProposalBook, ReadBook
@@ -106,6 +106,9 @@ class RaftDriver:
         self.wal = wal
         self.snapshots = snapshots
         self.machine = machine
+        # A state machine with a store of its own takes each run of entries
+        # as one write transaction, and is snapshotted off the event loop.
+        self._stored_machine = machine if isinstance(machine, StoredStateMachine) else None
         self.send = send
         self.proposals = proposals
         self.reads = reads
@@ -523,6 +526,22 @@ class RaftDriver:
         self.reads.applied(core.applied)
 
     def _apply_entries(self, entries: list[Entry]) -> None:
+        """Apply committed entries. A stored state machine takes them as one
+        write transaction that also records the last index applied, so a
+        restart resumes after it (docs/storage.md)."""
+        machine = self._stored_machine
+        if machine is None:
+            self._apply_each(entries)
+            return
+        machine.begin_batch()
+        try:
+            self._apply_each(entries)
+        except BaseException:
+            machine.abort_batch()
+            raise
+        machine.commit_batch(self.core.applied)
+
+    def _apply_each(self, entries: list[Entry]) -> None:
         machine_apply = self.machine.apply
         prefix = self._prefix
         seq_end = self._seq_end
@@ -593,7 +612,11 @@ class RaftDriver:
         self.snapshot_index = meta.index
 
     def _apply_snapshot(self, snapshot: Snapshot) -> None:
-        self.machine.restore(snapshot.data)
+        if self._stored_machine is not None:
+            # The snapshot's index goes in the same write transaction as its data.
+            self._stored_machine.restore(snapshot.data, snapshot.meta.index)
+        else:
+            self.machine.restore(snapshot.data)
         self.core.applied_to(snapshot.meta.index)
         self.proposals.forget_through(snapshot.meta.index)
         log.info("node %s: installed a snapshot at index %d from the leader", self.core.id, snapshot.meta.index)
@@ -602,11 +625,31 @@ class RaftDriver:
         if self._snapshot_task is not None or self.applied - self.snapshot_index < self.snapshot_every:
             return
         meta = self.core.applied_snapshot_meta()
+        machine = self._stored_machine
+        if machine is not None:
+            # A read transaction opened now is exactly at meta.index; it is
+            # encoded on the snapshot thread while applies go on.
+            self._snapshot_task = asyncio.create_task(
+                self._encode_and_save_snapshot(meta, machine.snapshot_job()),
+                name=f"snapshot {self.core.id}@{meta.index}",
+            )
+            return
         # Taken synchronously, so the state machine is exactly at meta.index.
         snapshot = Snapshot(meta, self.machine.snapshot())
         self._snapshot_task = asyncio.create_task(
             self._save_own_snapshot(snapshot), name=f"snapshot {self.core.id}@{meta.index}"
         )
+
+    async def _encode_and_save_snapshot(self, meta: SnapshotMeta, encode: Callable[[], bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(self._snapshot_thread, encode)
+        except Exception:
+            log.exception("node %s: encoding a snapshot at index %d failed", self.core.id, meta.index)
+            self.snapshot_index = max(self.snapshot_index, meta.index)
+            self._snapshot_task = None
+            return
+        await self._save_own_snapshot(Snapshot(meta, data))
 
     async def _save_own_snapshot(self, snapshot: Snapshot) -> None:
         meta = snapshot.meta

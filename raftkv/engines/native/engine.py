@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftkv.config import NodeConfig, parse_host_port
-from raftkv.engine import Engine, EngineStatus, Member, StateMachine
+from raftkv.engine import Engine, EngineStatus, Member, StateMachine, StoredStateMachine
 from raftkv.engines.native.driver import RaftDriver
 from raftkv.engines.native.entry_codec import origin_prefix
 from raftkv.engines.native.readiness import readiness
 from raftkv.engines.native.recovery import recover, snapshot_meta_from_json
 from raftkv.engines.native.requests import ProposalBook, ReadBook
+from raftkv.kv.store import LmdbStore
 from raftkv.errors import (
     EngineStoppedError,
     NoLeaderError,
@@ -130,10 +131,12 @@ class NativeEngine(Engine):
         snapshot_meta = None
         if loaded is not None:
             snapshot_meta = snapshot_meta_from_json(loaded[0])
-            self._machine.restore(loaded[1])
+        store_applied = await self._open_machine_store()
         wal = await asyncio.to_thread(WAL.open, data_dir / "wal")
         try:
-            recovery = recover(snapshot_meta, wal.recovered)
+            recovery = recover(snapshot_meta, wal.recovered, store_applied)
+            if loaded is not None and recovery.restore_snapshot:
+                self._restore_machine(loaded[1], recovery.applied)
             raft_config = RaftConfig(
                 node_id=self._id,
                 voters=tuple(sorted(config.peers)),
@@ -143,6 +146,8 @@ class NativeEngine(Engine):
                 max_snapshot_chunk=min(1 << 20, options.max_message_bytes // 2),
             )
             core = RaftCore(raft_config, random.Random(), recovery.restored)
+            # What the state machine's store already holds is not applied again.
+            core.applied_to(recovery.applied)
             if loaded is not None and snapshot_meta is not None:
                 core.snapshot_taken(snapshot_meta, loaded[1])  # so we can send it to laggards
             if recovery.compact_to:
@@ -198,6 +203,27 @@ class NativeEngine(Engine):
             snapshot_meta.index if snapshot_meta is not None else "none",
         )
 
+    async def _open_machine_store(self) -> int:
+        """Open the state machine's LMDB store in the data dir (a stored
+        state machine); the log index it has applied (0: none)."""
+        machine = self._machine
+        if not isinstance(machine, StoredStateMachine):
+            return 0
+        store = await asyncio.to_thread(LmdbStore, self.config.data_dir / "kv")
+        if store.rebuilt:
+            log.warning(
+                "node %s: the state machine's store was not closed cleanly before a reboot, so it "
+                "cannot be trusted; rebuilding it from the snapshot and the WAL", self._id,
+            )
+        machine.attach_store(store)
+        return machine.applied_index
+
+    def _restore_machine(self, data: bytes, index: int) -> None:
+        if isinstance(self._machine, StoredStateMachine):
+            self._machine.restore(data, index)
+        else:
+            self._machine.restore(data)
+
     async def stop(self) -> None:
         if self._stopped:
             return
@@ -212,6 +238,8 @@ class NativeEngine(Engine):
         assert transport is not None and wal is not None
         await transport.stop()
         await asyncio.to_thread(wal.close)
+        if isinstance(self._machine, StoredStateMachine):
+            await asyncio.to_thread(self._machine.close_store)
 
     async def _run_driver(self, driver: RaftDriver) -> None:
         try:

@@ -1,13 +1,15 @@
-"""Rebuilding the Raft core's starting state from the newest snapshot and
-the WAL. Pure: it takes what storage read and decides what to keep.
+"""Rebuilding the Raft core's starting state from the newest snapshot, the
+WAL and the state machine's own store. Pure: it takes what storage read and
+decides what to keep.
 
-The WAL and the snapshot store are written separately, so a crash can leave
-them out of step; each case below names the window that produces it.
+The WAL, the snapshot store and the state machine's store are written
+separately, so a crash can leave them out of step; each case below names
+the window that produces it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from raftkv.raft.types import ConfState, Entry, HardState, RestoredState, SnapshotMeta
@@ -29,6 +31,12 @@ class Recovery:
     # log the snapshot replaced; they must be overwritten by the next append
     # before the WAL may be compacted (None: no such entries).
     stale_after: int | None
+    # The log index the state machine's store already holds: the core starts
+    # with it applied and hands out only the entries after it.
+    applied: int = 0
+    # The store cannot be resumed (it is behind the snapshot, or ahead of
+    # the log that was kept): restore it from the snapshot first.
+    restore_snapshot: bool = False
 
 
 def snapshot_meta_to_json(meta: SnapshotMeta) -> dict[str, Any]:
@@ -55,7 +63,40 @@ def snapshot_meta_from_json(meta: dict[str, Any]) -> SnapshotMeta:
     return SnapshotMeta(index, term, ConfState(tuple(voters), tuple(learners)))
 
 
-def recover(snapshot: SnapshotMeta | None, wal: RecoveredLog) -> Recovery:
+def recover(snapshot: SnapshotMeta | None, wal: RecoveredLog, store_applied: int = 0) -> Recovery:
+    """What the core starts from. ``store_applied`` is the log index the
+    state machine's store says it holds (0 for a state machine kept in
+    memory, which the snapshot restores)."""
+    found = _recover_log(snapshot, wal)
+    return _resume_store(found, store_applied)
+
+
+def _resume_store(found: Recovery, store_applied: int) -> Recovery:
+    restored = found.restored
+    snapshot_index = restored.snapshot.index if restored.snapshot is not None else 0
+    last = restored.entries[-1].index if restored.entries else snapshot_index
+    if store_applied > last or store_applied < snapshot_index:
+        # Behind the snapshot: a new or rebuilt store. Ahead of the log: the
+        # entries it applied after the snapshot were dropped as another
+        # log's (see the divergent-tail case); they come back from the
+        # leader, so the store must go back to the snapshot to apply them once.
+        if snapshot_index == 0:
+            if store_applied > last:
+                raise RecoveryError(
+                    f"the state machine's store has applied up to index {store_applied} but "
+                    f"the WAL ends at {last} and there is no snapshot: the log was lost"
+                )
+            return found
+        return replace(found, applied=snapshot_index, restore_snapshot=True)
+    hard = restored.hard_state
+    if hard.commit < store_applied:
+        # Applied entries were committed (a quorum had them) even when the
+        # hard state that says so was not yet written.
+        restored = replace(restored, hard_state=hard._replace(commit=store_applied))
+    return replace(found, restored=restored, applied=store_applied)
+
+
+def _recover_log(snapshot: SnapshotMeta | None, wal: RecoveredLog) -> Recovery:
     stored = wal.hard_state
     hard_state = HardState(stored.term, stored.vote, stored.commit) if stored is not None else HardState()
     entries = [Entry(e.index, e.term, e.kind, e.data) for e in wal.entries]
