@@ -12,20 +12,29 @@ from aiohttp import web
 from raftkv.config import NodeConfig, is_loopback_host, parse_host_port
 from raftkv.engine import Engine
 from raftkv.kv.state_machine import KVStateMachine
+from raftkv.metrics import NodeMetrics
+from raftkv.server.hot_keys import HotKeys
 from raftkv.server.http_api import HttpApi
 from raftkv.tls import http_context_for, peer_tls_for
 
 log = logging.getLogger("raftkv.node")
 
 
-def build_engine(config: NodeConfig, machine: KVStateMachine) -> Engine:
+def build_engine(config: NodeConfig, machine: KVStateMachine, metrics: NodeMetrics | None = None) -> Engine:
     if config.engine == "pysyncobj":
         from raftkv.engines.pysyncobj_engine import PySyncObjEngine
 
         return PySyncObjEngine(config.node_id, config.peers, config.data_dir, machine)
     from raftkv.engines.native import NativeEngine
 
-    return NativeEngine(config, machine)
+    return NativeEngine(config, machine, metrics=metrics)
+
+
+async def rotate_hot_keys(hot_keys: HotKeys) -> None:
+    """Move the hot-key window along (hot_keys.py keeps no clock of its own)."""
+    while True:
+        await asyncio.sleep(hot_keys.rotate_interval)
+        hot_keys.rotate()
 
 
 async def serve(config: NodeConfig) -> None:
@@ -44,9 +53,14 @@ async def serve(config: NodeConfig) -> None:
             config.client_addr,
         )
     machine = KVStateMachine()
-    engine = build_engine(config, machine)
+    metrics = NodeMetrics(config.data_dir)
+    engine = build_engine(config, machine, metrics)
     await engine.start()
-    api = HttpApi(engine, machine, config.limits, config.default_timeout, config.max_timeout)
+    api = HttpApi(
+        engine, machine, config.limits, config.default_timeout, config.max_timeout, metrics=metrics, hot_keys=HotKeys()
+    )
+    metrics.track(engine.status, lambda: api.pending_proposals)
+    rotation = asyncio.create_task(rotate_hot_keys(api.hot_keys), name="hot keys window")
     runner = web.ServerRunner(api.make_server())
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True, ssl_context=http_ssl)
@@ -69,6 +83,7 @@ async def serve(config: NodeConfig) -> None:
         await stop.wait()
     finally:
         log.info("node %s stopping", config.node_id)
+        rotation.cancel()
         await runner.cleanup()
         await engine.stop()
 

@@ -19,7 +19,12 @@ def compose() -> dict:
 
 
 def node_services() -> dict[str, dict]:
-    return {name: svc for name, svc in compose()["services"].items() if "profiles" not in svc}
+    """The services that run raftkv nodes: our image, not behind a profile."""
+    return {
+        name: svc
+        for name, svc in compose()["services"].items()
+        if svc.get("image") == "raftkv:latest" and "profiles" not in svc
+    }
 
 
 def test_nodes_form_one_cluster_with_distinct_published_ports() -> None:
@@ -63,3 +68,36 @@ def test_dockerfile_puts_toxiproxy_server_on_path_and_installs_the_package() -> 
     assert ".[harness]" in dockerfile, "the image runs jepsen_style, which needs the harness extra"
     for path in ("raftkv", "jepsen_style", "pyproject.toml"):
         assert f"COPY {path}" in dockerfile or f" {path} " in dockerfile
+
+
+def test_prometheus_scrapes_every_node_with_the_shipped_rules_on_loopback_only() -> None:
+    services = compose()["services"]
+    prometheus = services["prometheus"]
+    assert "profiles" not in prometheus, "it runs with the cluster"
+    assert prometheus["image"].startswith("prom/prometheus:")
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"]
+    mounts = {}
+    for volume in prometheus["volumes"]:
+        source, target = volume.split(":")[:2]
+        mounts[target] = source
+    command = " ".join(prometheus["command"])
+    config_path = next(arg.split("=", 1)[1] for arg in prometheus["command"] if arg.startswith("--config.file="))
+    assert mounts[config_path] == "./docs/monitoring/prometheus.yml"
+    assert "--storage.tsdb.path=/prometheus" in command and "/prometheus" in mounts
+    assert set(prometheus["depends_on"]) == set(node_services())
+
+    config = yaml.safe_load((ROOT / "docs/monitoring/prometheus.yml").read_text())
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "raftkv"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    targets = [t for group in job["static_configs"] for t in group["targets"]]
+    # each node's HTTP address on the compose network: its hostname and the port it listens on
+    expected = []
+    for name, svc in node_services().items():
+        listen_port = svc["environment"]["RAFTKV_LISTEN"].rsplit(":", 1)[1]
+        expected.append(f"{svc['hostname']}:{listen_port}")
+    assert sorted(targets) == sorted(expected)
+    # the rule files Prometheus loads are the ones mounted from docs/monitoring/
+    for rule_file in config["rule_files"]:
+        assert mounts[rule_file].startswith("./docs/monitoring/")
+        assert (ROOT / mounts[rule_file]).is_file()
+    assert mounts["/etc/prometheus/alerts.yml"] == "./docs/monitoring/alerts.yml"

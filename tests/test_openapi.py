@@ -29,6 +29,8 @@ CONTRACT_OPERATIONS = {
     ("post", "/v1/leadership/transfer"),
     ("get", "/healthz"),
     ("get", "/readyz"),
+    ("get", "/v1/hotkeys"),
+    ("get", "/metrics"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 

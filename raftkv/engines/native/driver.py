@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from time import perf_counter
 from typing import Any, cast
 
 from raftkv.engine import StateMachine, StoredStateMachine
@@ -24,6 +25,7 @@ from raftkv.engines.native.entry_codec import EntryFormatError, unframe
 from raftkv.engines.native.recovery import snapshot_meta_to_json
 from raftkv.engines.native.requests import ProposalBook, ReadBook
 from raftkv.errors import EngineStoppedError, NoLeaderError, OutcomeUnknownError
+from raftkv.metrics import NodeMetrics
 from raftkv.raft.codec import encode_message
 from raftkv.raft.core import RaftCore
 from raftkv.raft.messages import Message, MsgType
@@ -41,6 +43,11 @@ _LEADER = Role.LEADER
 _APP = MsgType.APP
 _APP_RESP = MsgType.APP_RESP
 _SNAP_RESP = MsgType.SNAP_RESP
+_HEARTBEAT = MsgType.HEARTBEAT
+_HEARTBEAT_RESP = MsgType.HEARTBEAT_RESP
+# Heartbeat rounds whose send time is kept for the round-trip metric; an
+# answer to an older round is not timed.
+_TIMED_HEARTBEAT_ROUNDS = 32
 _SEQ_BYTES = 8
 # Per-entry bytes an append spends besides the data (msgpack framing, ints).
 _ENTRY_OVERHEAD = 32
@@ -101,6 +108,7 @@ class RaftDriver:
         snapshot_executor: Executor | None = None,
         peer_connected: PeerConnected | None = None,
         leaderless_wait_ticks: int = 24,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.core = core
         self.wal = wal
@@ -145,6 +153,10 @@ class RaftDriver:
         self._snapshot_thread = snapshot_executor or ThreadPoolExecutor(1, thread_name_prefix=f"snapshot-{core.id}")
         self.readies = 0
         self.syncs = 0
+        self.metrics = metrics if metrics is not None else NodeMetrics()
+        # Heartbeat round (read_seq) -> when its first heartbeat left, for
+        # the peer round-trip metric (the answers echo the round).
+        self._heartbeat_sent: dict[int, float] = {}
 
     @property
     def applied(self) -> int:
@@ -160,6 +172,10 @@ class RaftDriver:
     def step_message(self, m: Message) -> None:
         """Step a decoded peer message into the core, then act on it."""
         core = self.core
+        if m.type == _HEARTBEAT_RESP:
+            sent = self._heartbeat_sent.get(m.read_seq)
+            if sent is not None:
+                self.metrics.observe_peer_rtt(m.frm, perf_counter() - sent)
         core.step(m)
         if core.term != self._seen_term or core.leader_id != self._seen_leader:
             self._leader_moved()
@@ -207,6 +223,8 @@ class RaftDriver:
         core = self.core
         old_leader, old_term = self._seen_leader, self._seen_term
         self._seen_leader, self._seen_term = core.leader_id, core.term
+        if core.leader_id is not None and core.leader_id != old_leader:
+            self.metrics.leader_changed()  # etcd's rule: a leader known, and not the one seen last
         self._leader_usable = self._usable(core.leader_id)
         self._lost_leader(f"leader {old_leader} of term {old_term} was replaced (now term {core.term}, leader {core.leader_id})")
         if self._leader_usable:
@@ -346,7 +364,7 @@ class RaftDriver:
             # follower's: the hand-off to the thread and back cost more than
             # the write (1-connection writes 13-15% faster; 8 and 64
             # connections unchanged, alternating runs).
-            syncing = asyncio.get_running_loop().run_in_executor(self._wal_thread, self.wal.sync)
+            syncing = asyncio.get_running_loop().run_in_executor(self._wal_thread, self._timed_sync)
             self._apply(rd)
             await syncing
             self._durable(rd, held)
@@ -403,10 +421,16 @@ class RaftDriver:
         """
         if sync and rd.must_sync:
             self.syncs += 1
-            self.wal.sync()
+            self._timed_sync()
         self._durable(rd, held)
         self._apply(rd)
         self._settle(rd)
+
+    def _timed_sync(self) -> None:
+        """wal.sync(), timed for raftkv_disk_wal_fsync_duration_seconds (on whichever thread runs it)."""
+        start = perf_counter()
+        self.wal.sync()
+        self.metrics.observe_wal_fsync(perf_counter() - start)
 
     def _send_and_buffer(self, rd: Ready) -> list[Message]:
         """Send what may leave before the fsync, buffer entries and hard state; return the held messages."""
@@ -473,6 +497,8 @@ class RaftDriver:
         return acks
 
     def _send_message(self, m: Message) -> None:
+        if m.type == _HEARTBEAT:
+            self._heartbeat_leaves(m.read_seq)
         data = encode_message(m)
         if len(data) > self.max_message_bytes and m.type == _APP and len(m.entries) > 1:
             # The core bounds appends by entry count, not bytes: cut big ones
@@ -481,6 +507,14 @@ class RaftDriver:
                 self._send_bytes(m.to, encode_message(part))
             return
         self._send_bytes(m.to, data)
+
+    def _heartbeat_leaves(self, round_: int) -> None:
+        sent = self._heartbeat_sent
+        if round_ in sent:
+            return  # timed from the round's first heartbeat: they leave together
+        sent[round_] = perf_counter()
+        if len(sent) > _TIMED_HEARTBEAT_ROUNDS:
+            del sent[next(iter(sent))]
 
     def _send_bytes(self, to: str, data: bytes) -> None:
         try:
@@ -542,12 +576,15 @@ class RaftDriver:
         machine.commit_batch(self.core.applied)
 
     def _apply_each(self, entries: list[Entry]) -> None:
+        # Until the state machine commits to a disk of its own, applying a
+        # batch is its backend commit (see raftkv/metrics.py).
+        start = perf_counter()
         machine_apply = self.machine.apply
         prefix = self._prefix
         seq_end = self._seq_end
         proposals = self.proposals
         overwritten: list[int] = []
-        applied = start = self.core.applied
+        applied = first = self.core.applied
         for entry in entries:
             index = entry.index
             if index <= applied:
@@ -572,9 +609,10 @@ class RaftDriver:
                     lost = proposals.applied(index, None, None)
             if lost is not None:
                 overwritten.append(lost)
-        if applied != start:
+        if applied != first:
             # Before advance(): the core learns what is applied as it happens.
             self.core.applied_to(applied)
+            self.metrics.observe_backend_commit(perf_counter() - start)
         if overwritten:
             proposals.fail(
                 overwritten,
@@ -595,9 +633,7 @@ class RaftDriver:
         self._snapshot_saved = None
         meta = snapshot.meta
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            self._snapshot_thread, self.snapshots.save, snapshot_meta_to_json(meta), snapshot.data
-        )
+        await loop.run_in_executor(self._snapshot_thread, self._timed_snapshot_save, snapshot)
         if self.wal.last_index > meta.index:
             # Our old log went past the snapshot; those entries are not the
             # leader's. Compacting now would keep them on disk after the
@@ -655,9 +691,7 @@ class RaftDriver:
         meta = snapshot.meta
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(
-                self._snapshot_thread, self.snapshots.save, snapshot_meta_to_json(meta), snapshot.data
-            )
+            await loop.run_in_executor(self._snapshot_thread, self._timed_snapshot_save, snapshot)
         except Exception:
             log.exception("node %s: saving a snapshot at index %d failed", self.core.id, meta.index)
             # Try again after another snapshot_every entries, not at once.
@@ -666,6 +700,12 @@ class RaftDriver:
             return
         self._snapshot_saved = snapshot
         self._wake.set()
+
+    def _timed_snapshot_save(self, snapshot: Snapshot) -> None:
+        """Save a snapshot (on the snapshot thread), timed as a backend commit."""
+        start = perf_counter()
+        self.snapshots.save(snapshot_meta_to_json(snapshot.meta), snapshot.data)
+        self.metrics.observe_backend_commit(perf_counter() - start)
 
     async def _finish_own_snapshot(self) -> None:
         snapshot = self._snapshot_saved

@@ -21,6 +21,7 @@ from raftkv.engines.native.entry_codec import origin_prefix
 from raftkv.engines.native.readiness import readiness
 from raftkv.engines.native.recovery import recover, snapshot_meta_from_json
 from raftkv.engines.native.requests import ProposalBook, ReadBook
+from raftkv.metrics import NodeMetrics
 from raftkv.kv.store import LmdbStore
 from raftkv.errors import (
     EngineStoppedError,
@@ -102,8 +103,15 @@ class NativeOptions:
 class NativeEngine(Engine):
     name = "native"
 
-    def __init__(self, config: NodeConfig, machine: StateMachine, options: NativeOptions | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        machine: StateMachine,
+        options: NativeOptions | None = None,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
         self.config = config
+        self.metrics = metrics if metrics is not None else NodeMetrics(config.data_dir)
         self.options = options if options is not None else NativeOptions.from_env()
         self._machine = machine
         self._id = config.node_id
@@ -186,6 +194,7 @@ class NativeEngine(Engine):
             max_message_bytes=options.max_message_bytes,
             peer_connected=lambda peer: _connected(transport, peer),
             leaderless_wait_ticks=options.leaderless_wait_ticks,
+            metrics=self.metrics,
         )
         try:
             await transport.start()

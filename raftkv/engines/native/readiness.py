@@ -10,7 +10,9 @@ A node is ready when all of these hold:
 * its storage is bootstrapped (a wiped node is not ready until it has heard
   from a leader and caught up, see docs/raft-core.md);
 * it knows a leader, and heard from it within ``max_ticks_since_leader``
-  ticks (the leader itself: always);
+  ticks (the leader itself: heard from a quorum within that many ticks, as
+  ``core.ticks_since_leader`` counts for a leader, so a leader cut off by a
+  partition stops being ready before it steps down);
 * it has applied everything up to the leader's commit index as that leader
   last reported it (``core.leader_commit``: the leader's real commit index,
   not the one capped at what this follower holds).
@@ -57,7 +59,9 @@ def readiness(
     leader = core.leader_id
     if leader is None:
         return "no leader is known"
-    if leader != core.id and core.ticks_since_leader > max_ticks_since_leader:
+    if core.ticks_since_leader > max_ticks_since_leader:
+        if leader == core.id:
+            return f"leader without an answer from a quorum for {core.ticks_since_leader} ticks"
         return f"no message from leader {leader} for {core.ticks_since_leader} ticks"
     if applied < core.leader_commit:
         return f"catching up: applied {applied} of the leader's commit index {core.leader_commit}"
