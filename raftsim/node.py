@@ -121,7 +121,6 @@ class SimNode:
         snapshot_meta = None
         if loaded is not None:
             snapshot_meta = snapshot_meta_from_json(loaded[0])
-            machine.restore(loaded[1])
         sync_rng = random.Random(rng.getrandbits(32))
         p_sync_power_cut = opts.p_sync_power_cut
         wal = SimWAL.open(
@@ -130,9 +129,14 @@ class SimNode:
             opts.direct_io,
             lambda: bool(p_sync_power_cut) and sync_rng.random() < p_sync_power_cut and self._power_cut_in_sync(),
         )
-        recovery = recover(snapshot_meta, wal.recovered)
+        # RegisterKV lives in memory (no store of its own): store_applied 0,
+        # so recovery has the snapshot restored into it.
+        recovery = recover(snapshot_meta, wal.recovered, 0)
+        if loaded is not None and recovery.restore_snapshot:
+            machine.restore(loaded[1])
         core = ObservedCore(self.config, random.Random(rng.getrandbits(32)), recovery.restored)
         core.node = self
+        core.applied_to(recovery.applied)
         if loaded is not None and snapshot_meta is not None:
             core.snapshot_taken(snapshot_meta, loaded[1])
         if recovery.compact_to:
