@@ -20,12 +20,16 @@ import subprocess
 import sys
 import time
 
+import msgpack
 import pytest
 
 from raftkv.engines.native import driver as native_driver
 from raftkv.raft import log as raft_log
-from raftkv.raft.types import ConfState, Entry
+from raftkv.raft.codec import CodecError
+from raftkv.raft.messages import Message
+from raftkv.raft.types import ConfState, Entry, SnapshotMeta
 from raftsim import SimConfig, SimulationFailure, run_simulation
+from raftsim import node as sim_node
 from raftsim import readiness as sim_readiness
 from raftsim.invariants import InvariantChecker, SafetyViolation
 from raftsim.simulation import Simulation
@@ -117,12 +121,13 @@ def test_simulation_catches_a_driver_that_acknowledges_before_its_fsync(monkeypa
     _assert_caught("a driver acknowledging before its fsync", seeds=200)
 
 
-def _assert_caught(what: str, seeds: int = 60) -> None:
+def _assert_caught(what: str, seeds: int = 60, match: str = "") -> None:
     for seed in range(seeds):
         try:
             run_simulation(seed)
         except SimulationFailure as exc:
             assert "RAFT_SIM_SEED=" in str(exc)
+            assert match in str(exc), str(exc)
             return
     pytest.fail(f"{what} went unnoticed")
 
@@ -164,3 +169,25 @@ def test_a_message_storm_fails_the_run_instead_of_spinning() -> None:
     # virtual milliseconds; the network caps the messages of a run.
     with pytest.raises(SimulationFailure, match="more than 50 messages"):
         run_simulation(0, SimConfig(max_messages=50))
+
+
+def test_simulation_catches_a_codec_that_accepts_out_of_range_integers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The forged-frame nemesis sends terms and indexes of 2**63, 2**64-1 and
+    # -1; a decoder without validation must be caught passing them on.
+    def lenient_decode(data: bytes) -> Message:
+        try:
+            raw = list(msgpack.unpackb(data, use_list=False))
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise CodecError(str(exc)) from exc
+        if not 4 <= len(raw) <= len(Message._fields):
+            raise CodecError("wrong number of fields")
+        raw += [Message._field_defaults[f] for f in Message._fields[len(raw) :]]
+        m = Message(*raw)
+        snapshot = None
+        if m.snapshot is not None:
+            index, term, (voters, learners) = m.snapshot
+            snapshot = SnapshotMeta(index, term, ConfState(tuple(voters), tuple(learners)))
+        return m._replace(entries=[Entry(*e) for e in m.entries], snapshot=snapshot)
+
+    monkeypatch.setattr(sim_node, "decode_message", lenient_decode)
+    _assert_caught("a codec accepting out-of-range integers", match="the codec accepted a message with")
