@@ -27,6 +27,7 @@ CONTRACT_OPERATIONS = {
     ("post", "/v1/txn"),
     ("get", "/v1/status"),
     ("post", "/v1/leadership/transfer"),
+    ("post", "/v1/compaction"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/v1/hotkeys"),
@@ -68,6 +69,7 @@ def test_every_error_response_uses_the_error_shape(spec: dict[str, Any]) -> None
         "#/components/schemas/Error",
         "#/components/schemas/PreconditionFailedError",
         "#/components/schemas/NotLeaderError",
+        "#/components/schemas/CompactedError",
     }
     for path, item in spec["paths"].items():
         for method, op in item.items():

@@ -277,7 +277,7 @@ class KVStateMachine:
     def _apply_delete(self, command: commands.Command) -> Result:
         key = commands.require_key(command)
         txn = self._txn()
-        if txn.get("latest", key.encode()) is None:
+        if txn.get("latest", mvcc.latest_key(key.encode())) is None:
             return {"ok": True, "revision": self._revision, "deleted": 0}
         self._revision += 1
         _write(txn, key, None, self._revision, 0)
@@ -557,7 +557,7 @@ class KVStateMachine:
                 latest[key] = (rev, sub, value, create_revision, version)
             for key, (rev, sub, value, create_revision, version) in latest.items():
                 if value is not None:
-                    txn.put("latest", key.encode(), pack([create_revision, rev, sub, version]))
+                    txn.put("latest", mvcc.latest_key(key.encode()), pack([create_revision, rev, sub, version]))
             self._idempotency.replace(contents.idempotency)
             self._revision = contents.revision
             self._compact_revision = contents.compact_revision
@@ -580,7 +580,7 @@ def _encode_snapshot(txn: ReadTxn) -> bytes:
 
 
 def _record(txn: ReadTxn, key: str) -> Record | None:
-    data = txn.get("latest", key.encode())
+    data = txn.get("latest", mvcc.latest_key(key.encode()))
     return None if data is None else _latest_record(txn, data)
 
 
@@ -598,18 +598,16 @@ def _write(txn: WriteTxn, key: str, record: Record | None, revision: int, sub: i
     txn.put("index", mvcc.index_key(encoded, revision, sub), b"")
     if record is None:
         txn.put("history", rk, pack([key, None, 0, 0]))
-        txn.delete("latest", encoded)
+        txn.delete("latest", mvcc.latest_key(encoded))
         return
     value, create_revision, _mod, version = record
     txn.put("history", rk, pack([key, value, create_revision, version]))
-    txn.put("latest", encoded, pack([create_revision, revision, sub, version]))
+    txn.put("latest", mvcc.latest_key(encoded), pack([create_revision, revision, sub, version]))
 
 
 def _scan_latest(txn: ReadTxn, prefix: str, start_after: str | None) -> Iterator[tuple[bytes, bytes]]:
-    low = prefix.encode()
-    if start_after is not None:
-        low = max(low, start_after.encode() + b"\x00")
-    return txn.scan("latest", low, mvcc.prefix_successor(prefix.encode()))
+    after = None if start_after is None else start_after.encode()
+    return mvcc.scan_latest(txn, prefix.encode(), after)
 
 
 def _compare_holds(record: Record | None, item: dict[str, Any]) -> bool:

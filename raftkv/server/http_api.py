@@ -8,12 +8,16 @@ engine's read fence (linearizable) or without it (serializable).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
+from time import perf_counter
 from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client.exposition import choose_encoder
 
 from raftkv.engine import Engine
 from raftkv.errors import (
@@ -35,15 +39,18 @@ from raftkv.server.json_codec import (
     validate_value,
 )
 from raftkv.kv.limits import Limits
-from raftkv.kv.state_machine import KVStateMachine
+from raftkv.kv.state_machine import CompactedError, FutureRevisionError, KVStateMachine
+from raftkv.metrics import UNMATCHED_ROUTE, NodeMetrics
 from raftkv.server.connections import ApiServer
+from raftkv.server.hot_keys import HotKeys
 from raftkv.server.idempotency import IDEMPOTENCY_ERROR_STATUS, InFlightKeys
-from raftkv.server.params import decode_path, decode_query, parse_seconds, parse_uint
+from raftkv.server.params import UINT63_MAX, decode_path, decode_query, parse_seconds, parse_uint
 from raftkv.server.responses import ApiError, json_response, no_leader
 
 log = logging.getLogger(__name__)
 
 _KEY_PREFIX = "/v1/kv/"
+_KEY_ROUTE = "/v1/kv/{key}"  # the route template /v1/kv/<key> is timed under
 
 MAX_IDEMPOTENCY_KEY_BYTES = 256
 # A shorter ?timeout= would turn an ordinary write (a few fsyncs) into a
@@ -66,6 +73,8 @@ class HttpApi:
         limits: Limits,
         default_timeout: float = 5.0,
         max_timeout: float = 60.0,
+        metrics: NodeMetrics | None = None,
+        hot_keys: HotKeys | None = None,
     ) -> None:
         self.engine = engine
         self.machine = machine
@@ -73,14 +82,20 @@ class HttpApi:
         self.default_timeout = default_timeout
         self.max_timeout = max_timeout
         self._in_flight = InFlightKeys()  # Idempotency-Keys of writes proposed here
+        self.metrics = metrics if metrics is not None else NodeMetrics()
+        self.hot_keys = hot_keys if hot_keys is not None else HotKeys()
+        self.pending_proposals = 0  # writes proposed here and not answered yet
         # Every route but /v1/kv/{key}: path -> method -> handler.
         self._route_table: dict[str, dict[str, Callable[[web.BaseRequest], Awaitable[web.Response]]]] = {
             "/v1/kv": {"GET": self.list_keys, "DELETE": self.delete_prefix},
             "/v1/txn": {"POST": self.txn},
+            "/v1/compaction": {"POST": self.compaction},
             "/v1/status": {"GET": self.status},
             "/v1/leadership/transfer": {"POST": self.transfer_leadership},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
+            "/v1/hotkeys": {"GET": self.hotkeys},
+            "/metrics": {"GET": self.scrape_metrics},
         }
 
     def make_server(self) -> web.Server:
@@ -115,6 +130,18 @@ class HttpApi:
         )
 
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        start = perf_counter()
+        try:
+            return await self._answer(request)
+        finally:
+            raw = request.rel_url.raw_path
+            if raw.startswith(_KEY_PREFIX):
+                route = _KEY_ROUTE
+            else:
+                route = raw if raw in self._route_table else UNMATCHED_ROUTE
+            self.metrics.observe_http(request.method, route, perf_counter() - start)
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             _check_body_headers(request, self.limits)
             return await self._route(request)
@@ -171,11 +198,14 @@ class HttpApi:
     # -- reads -------------------------------------------------------------
 
     async def get_key(self, request: web.BaseRequest, key: str) -> web.Response:
-        query = _query(request, {"consistency", "timeout"})
+        query = _query(request, {"consistency", "timeout", "revision"})
         _check(validate_key, key, self.limits)
+        at = _revision(query)
+        self.hot_keys.read(key)
         await self._read_fence(query)
         with self.engine.state_lock:
-            kv = self.machine.get(key)
+            with _history_errors():
+                kv = self.machine.get(key, at)
             revision = self.machine.revision
         if kv is None:
             raise ApiError(404, "key_not_found", f"key {key!r} does not exist")
@@ -194,20 +224,22 @@ class HttpApi:
 
     async def list_keys(self, request: web.BaseRequest) -> web.Response:
         query = _query(
-            request, {"prefix", "limit", "start_after", "keys_only", "consistency", "timeout"}
+            request, {"prefix", "limit", "start_after", "keys_only", "consistency", "timeout", "revision"}
         )
         prefix = query.get("prefix", "")
         _check(validate_prefix, prefix, self.limits)
         limit = _positive_int(query, "limit")
         keys_only = _bool(query, "keys_only")
+        at = _revision(query)
         await self._read_fence(query)
         with self.engine.state_lock:
-            kvs, more = self._list_page(prefix, limit, query.get("start_after"), keys_only)
+            with _history_errors():
+                kvs, more = self._list_page(prefix, limit, query.get("start_after"), keys_only, at)
             revision = self.machine.revision
         return json_response({"revision": revision, "kvs": kvs, "more": more})
 
     def _list_page(
-        self, prefix: str, limit: int | None, start_after: str | None, keys_only: bool
+        self, prefix: str, limit: int | None, start_after: str | None, keys_only: bool, at: int | None = None
     ) -> tuple[list[dict[str, Any]], bool]:
         """Up to ``limit`` keys, stopping early (more: true) once the answer's
         keys and values reach limits.max_list_bytes; at least one key."""
@@ -216,7 +248,7 @@ class HttpApi:
         size = 0
         while True:
             want = _LIST_BATCH if limit is None else min(_LIST_BATCH, limit - len(rendered))
-            kvs, more = self.machine.range(prefix, want, start_after)
+            kvs, more = self.machine.range(prefix, want, start_after, at)
             for kv in kvs:
                 if rendered and size >= budget:
                     return rendered, True
@@ -262,6 +294,7 @@ class HttpApi:
         _check(validate_key, key, self.limits)
         value = await _read_body(request, self.limits)
         _check(validate_value, value, self.limits)
+        self.hot_keys.wrote(key)
         idem = _idempotency_key(request)
         condition = _precondition(request)
         if condition is None:
@@ -287,6 +320,7 @@ class HttpApi:
     async def delete_key(self, request: web.BaseRequest, key: str) -> web.Response:
         query = _query(request, {"timeout"})
         _check(validate_key, key, self.limits)
+        self.hot_keys.wrote(key)
         idem = _idempotency_key(request)
         condition = _precondition(request)
         if condition is None:
@@ -333,14 +367,44 @@ class HttpApi:
         result = await self._propose(command, query)
         return json_response(result_to_json(result), headers=_replay_headers(result))
 
+    async def compaction(self, request: web.BaseRequest) -> web.Response:
+        """POST /v1/compaction {"revision": R}: a logged command that forgets
+        history below R on every replica (each key keeps its state as of R)."""
+        query = _query(request, {"timeout"})
+        body = await _json_body(request, self.limits)
+        if not isinstance(body, dict):
+            raise ApiError(400, "wrong_type", 'request body must be a JSON object like {"revision": 42}')
+        unknown = set(body) - {"revision"}
+        if unknown:
+            raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}; allowed: revision")
+        if "revision" not in body:
+            raise ApiError(400, "missing_field", "revision is required")
+        target = body["revision"]
+        if type(target) is not int or not 1 <= target <= UINT63_MAX:
+            raise ApiError(400, "invalid_argument", f"revision must be an integer from 1 to {UINT63_MAX}, got {target!r}")
+        try:
+            result = await self._propose(commands.compact(target), query)
+        except ApiError as exc:
+            with self.engine.state_lock:
+                current, compacted = self.machine.revision, self.machine.compact_revision
+            if exc.code == "compacted":
+                raise ApiError(410, "compacted", exc.message, compact_revision=compacted, revision=current) from None
+            if exc.code == "future_revision":
+                raise ApiError(400, "future_revision", exc.message, revision=current) from None
+            raise
+        return json_response({"revision": result["revision"], "compact_revision": result["compact_revision"]})
+
     async def _propose(self, command: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         timeout = self._timeout(query)
+        self.pending_proposals += 1
         try:
             with self._in_flight.hold(command.get("idem")):
                 result = await self.engine.propose(commands.encode(command), timeout)
         except (NoLeaderError, EngineStoppedError) as exc:
+            self.metrics.proposal_failed()
             raise no_leader(f"no leader or no quorum, the write was not applied: {exc}") from None
         except OutcomeUnknownError as exc:
+            self.metrics.proposal_failed()
             # Retry-After: 0: the native engine holds a write until it knows a
             # usable leader, so retrying at once is never too soon.
             raise ApiError(
@@ -350,6 +414,8 @@ class HttpApi:
                 "Idempotency-Key to apply it at most once, or read the key to find out",
                 headers={"Retry-After": "0"},
             ) from None
+        finally:
+            self.pending_proposals -= 1
         if not result["ok"]:
             error = result["error"]
             raise ApiError(
@@ -373,6 +439,7 @@ class HttpApi:
         body = self.engine.status().to_json()
         with self.engine.state_lock:
             body["revision"] = self.machine.revision
+            body["compact_revision"] = self.machine.compact_revision
         return json_response(body)
 
     async def transfer_leadership(self, request: web.BaseRequest) -> web.Response:
@@ -400,6 +467,24 @@ class HttpApi:
         except OutcomeUnknownError as exc:
             raise ApiError(504, "transfer_timeout", str(exc)) from None
         return json_response({"leader_id": self.engine.status().leader_id})
+
+    async def hotkeys(self, request: web.BaseRequest) -> web.Response:
+        query = _query(request, {"limit", "timeout"})
+        self._timeout(query)
+        limit = _positive_int(query, "limit")
+        capacity = self.hot_keys.capacity
+        if limit is not None and limit > capacity:
+            raise ApiError(400, "invalid_argument", f"limit must be at most {capacity}, got {limit}")
+        body = self.hot_keys.to_json(limit if limit is not None else 10)
+        body["node_id"] = self.engine.status().node_id
+        return json_response(body)
+
+    async def scrape_metrics(self, request: web.BaseRequest) -> web.Response:
+        self._timeout(_query(request, {"timeout"}))
+        # Prometheus asks for OpenMetrics in Accept; anything else gets the
+        # classic text format.
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(self.metrics.registry), headers={"Content-Type": content_type})
 
     async def healthz(self, request: web.BaseRequest) -> web.Response:
         self._timeout(_query(request, {"timeout"}))
@@ -511,6 +596,25 @@ def _check(validator: Callable[..., Any], *args: Any) -> Any:
         return validator(*args)
     except RequestError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
+
+
+def _revision(query: dict[str, str]) -> int | None:
+    """?revision=R: read the state as of revision R (None: now)."""
+    text = query.get("revision")
+    return None if text is None else parse_uint(text, "revision", minimum=1)
+
+
+@contextlib.contextmanager
+def _history_errors() -> Iterator[None]:
+    """A read of a revision the history no longer (or does not yet) hold."""
+    try:
+        yield
+    except CompactedError as exc:
+        raise ApiError(
+            410, "compacted", str(exc), compact_revision=exc.compact_revision, revision=exc.current_revision
+        ) from None
+    except FutureRevisionError as exc:
+        raise ApiError(400, "future_revision", str(exc), revision=exc.current_revision) from None
 
 
 def _positive_int(query: dict[str, str], name: str) -> int | None:
