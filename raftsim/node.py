@@ -28,7 +28,7 @@ from raftkv.raft.core import RaftCore
 from raftkv.raft.ready import Ready
 from raftkv.raft.types import RaftConfig, Role
 from raftkv.storage import WAL, SnapshotStore
-from raftsim.disk import SimDisk, SimSnapshotStore, SimWAL
+from raftsim.disk import NodeCrashed, SimDisk, SimSnapshotStore, SimWAL
 from raftsim.forgery import out_of_range_field
 from raftsim.kv import RegisterKV
 from raftsim.loop import SimExecutor, VirtualTimeLoop
@@ -122,12 +122,13 @@ class SimNode:
         if loaded is not None:
             snapshot_meta = snapshot_meta_from_json(loaded[0])
         sync_rng = random.Random(rng.getrandbits(32))
-        p_sync_power_cut = opts.p_sync_power_cut
         wal = SimWAL.open(
             self.disk,
             random.Random(rng.getrandbits(32)),
             opts.direct_io,
-            lambda: bool(p_sync_power_cut) and sync_rng.random() < p_sync_power_cut and self._power_cut_in_sync(),
+            lambda: bool(opts.p_sync_power_cut)
+            and sync_rng.random() < opts.p_sync_power_cut
+            and self._power_cut_in_sync(),
         )
         # RegisterKV lives in memory (no store of its own): store_applied 0,
         # so recovery has the snapshot restored into it.
@@ -140,7 +141,10 @@ class SimNode:
         if loaded is not None and snapshot_meta is not None:
             core.snapshot_taken(snapshot_meta, loaded[1])
         if recovery.compact_to:
-            wal.compact(recovery.compact_to)
+            try:
+                wal.compact(recovery.compact_to)
+            except NodeCrashed:
+                return  # the power failed again while starting: still down
         prefix = origin_prefix(f"{self.id}/{rng.getrandbits(64):016x}".encode())
         proposals = ProposalBook(prefix)
         reads = ReadBook(resend_after_ticks=opts.election_ticks)

@@ -214,6 +214,8 @@ class Simulation:
                 self._chaos()
                 self._check()
             self.net.heal()
+            for node in self.nodes.values():
+                node.options.p_sync_power_cut = 0.0
             calm_left = self.cfg.calm_ticks
             while True:
                 calm_left -= 1
