@@ -58,9 +58,16 @@ def test_a_store_ahead_of_the_kept_log_goes_back_to_the_snapshot() -> None:
     assert (rec.applied, rec.restore_snapshot) == (10, True)
 
 
-def test_a_store_ahead_of_a_wal_without_snapshot_refuses_to_start() -> None:
-    with pytest.raises(RecoveryError, match="applied up to index 9"):
-        recover(None, wal_log([(1, 1), (2, 1)]), store_applied=9)
+def test_a_store_ahead_of_a_wal_without_snapshot_starts_over_from_the_empty_state() -> None:
+    # A leader applied entries its own WAL write had not finished (kill -9).
+    rec = recover(None, wal_log([(1, 1), (2, 1)]), store_applied=9)
+    assert (rec.applied, rec.restore_snapshot) == (0, True)
+    assert [e.index for e in rec.restored.entries] == [1, 2]
+
+
+def test_a_compacted_wal_without_its_snapshot_still_refuses_to_start() -> None:
+    with pytest.raises(RecoveryError):
+        recover(None, wal_log([(11, 1)], compacted=10), store_applied=11)
 
 
 def test_kill_9_of_every_node_mid_load_loses_no_ack_and_applies_nothing_twice(

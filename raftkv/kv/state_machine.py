@@ -538,6 +538,10 @@ class KVStateMachine:
 
         return encode
 
+    def clear(self, applied_index: int) -> None:
+        """Forget everything: the empty state, as of log index ``applied_index``."""
+        self.restore(snapshot_format.encode(0, 0, [], []), applied_index)
+
     def restore(self, data: bytes, applied_index: int | None = None) -> None:
         """Replace all state with ``data`` (and store ``applied_index`` with
         it, when given); on ValueError nothing changed."""

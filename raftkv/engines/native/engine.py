@@ -143,8 +143,8 @@ class NativeEngine(Engine):
         wal = await asyncio.to_thread(WAL.open, data_dir / "wal")
         try:
             recovery = recover(snapshot_meta, wal.recovered, store_applied)
-            if loaded is not None and recovery.restore_snapshot:
-                self._restore_machine(loaded[1], recovery.applied)
+            if recovery.restore_snapshot:
+                self._restore_machine(loaded[1] if loaded is not None else None, recovery.applied)
             raft_config = RaftConfig(
                 node_id=self._id,
                 voters=tuple(sorted(config.peers)),
@@ -227,11 +227,17 @@ class NativeEngine(Engine):
         machine.attach_store(store)
         return machine.applied_index
 
-    def _restore_machine(self, data: bytes, index: int) -> None:
-        if isinstance(self._machine, StoredStateMachine):
-            self._machine.restore(data, index)
-        else:
-            self._machine.restore(data)
+    def _restore_machine(self, data: bytes | None, index: int) -> None:
+        """The state machine as of the snapshot ``data`` at ``index`` (None:
+        the empty state, at index 0)."""
+        machine = self._machine
+        if isinstance(machine, StoredStateMachine):
+            if data is None:
+                machine.clear(index)
+            else:
+                machine.restore(data, index)
+        elif data is not None:
+            machine.restore(data)
 
     async def stop(self) -> None:
         if self._stopped:

@@ -35,7 +35,8 @@ class Recovery:
     # with it applied and hands out only the entries after it.
     applied: int = 0
     # The store cannot be resumed (it is behind the snapshot, or ahead of
-    # the log that was kept): restore it from the snapshot first.
+    # the log that was kept): restore it from the snapshot first (with no
+    # snapshot: empty it).
     restore_snapshot: bool = False
 
 
@@ -80,13 +81,11 @@ def _resume_store(found: Recovery, store_applied: int) -> Recovery:
         # entries it applied after the snapshot were dropped as another
         # log's (see the divergent-tail case); they come back from the
         # leader, so the store must go back to the snapshot to apply them once.
-        if snapshot_index == 0:
-            if store_applied > last:
-                raise RecoveryError(
-                    f"the state machine's store has applied up to index {store_applied} but "
-                    f"the WAL ends at {last} and there is no snapshot: the log was lost"
-                )
-            return found
+        # Without a snapshot the store goes back to the empty state (index
+        # 0), and the WAL, never compacted then, replays from its start. A
+        # leader can get here: it applies entries that followers' acks
+        # committed while its own write of them was still under way, and a
+        # kill -9 then loses them from its WAL but not from its store.
         return replace(found, applied=snapshot_index, restore_snapshot=True)
     hard = restored.hard_state
     if hard.commit < store_applied:
