@@ -7,17 +7,18 @@ Two kinds of figures:
 
 * Events are recorded where they happen, by hooks the engine and the server
   call: ``observe_wal_fsync``, ``observe_backend_commit``,
-  ``observe_peer_rtt``, ``leader_changed``, ``proposal_failed`` and
-  ``observe_http``. Each is one counter increment or histogram observation,
+  ``observe_snapshot_save``, ``observe_peer_rtt``, ``leader_changed``,
+  ``proposal_failed`` and ``observe_http``. Each is one counter increment or histogram observation,
   so the hot path pays nothing else.
 * State (leader, commit and applied index, pending proposals, sizes on disk)
   is read when Prometheus scrapes, by a collector over the engine's
   ``status()`` (see ``track``): nothing to keep up to date per request.
 
-``observe_backend_commit`` is the hook for a state machine that commits to
-disk: it should call it with the duration of each commit (one per applied
-batch). Until one does, the native driver times each applied batch and each
-snapshot save with it (docs/operations.md, "Monitoring").
+``observe_backend_commit`` takes the duration of each commit of the state
+machine's store: the native driver times the LMDB write transaction of each
+applied batch (etcd times its bbolt commit the same way); a state machine
+without a store of its own has its applied batch timed instead
+(docs/operations.md, "Monitoring").
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def exponential_buckets(start: float, factor: float, count: int) -> tuple[float,
 # etcd's buckets, so dashboards and alert thresholds written for etcd read the same.
 WAL_FSYNC_BUCKETS = exponential_buckets(0.001, 2, 14)  # 1 ms .. 8.192 s
 BACKEND_COMMIT_BUCKETS = exponential_buckets(0.001, 2, 14)  # 1 ms .. 8.192 s
+SNAPSHOT_SAVE_BUCKETS = exponential_buckets(0.001, 2, 14)  # 1 ms .. 8.192 s
 PEER_RTT_BUCKETS = exponential_buckets(0.0001, 2, 14)  # 0.1 ms .. 0.8192 s
 # A request is a few fsyncs and a round trip at best, an election at worst.
 HTTP_BUCKETS = exponential_buckets(0.0005, 2, 14)  # 0.5 ms .. 4.096 s
@@ -87,8 +89,14 @@ class NodeMetrics:
         )
         self.backend_commit = Histogram(
             "raftkv_disk_backend_commit_duration_seconds",
-            "The latency of the state machine's commits: an applied batch of entries, or a snapshot save.",
+            "The latency of the state machine store's commits (one per applied batch of entries).",
             buckets=BACKEND_COMMIT_BUCKETS,
+            registry=registry,
+        )
+        self.snapshot_save = Histogram(
+            "raftkv_snap_save_total_duration_seconds",
+            "The time to write a Raft snapshot to the snapshot store (ours, or one received from the leader).",
+            buckets=SNAPSHOT_SAVE_BUCKETS,
             registry=registry,
         )
         self.peer_rtt = Histogram(
@@ -118,6 +126,9 @@ class NodeMetrics:
     def observe_backend_commit(self, seconds: float) -> None:
         """One commit of the state machine's backend took ``seconds``."""
         self.backend_commit.observe(seconds)
+
+    def observe_snapshot_save(self, seconds: float) -> None:
+        self.snapshot_save.observe(seconds)
 
     def observe_peer_rtt(self, peer: str, seconds: float) -> None:
         child = self._rtt_children.get(peer)
@@ -218,7 +229,7 @@ class _NodeStateCollector(Collector):
         on_disk = scraping and data_dir is not None and data_dir.is_dir()
         yield gauge(
             "raftkv_mvcc_db_total_size_in_bytes",
-            "Bytes of the node's state on disk: every file under its data dir (WAL segments, snapshots).",
+            "Bytes of the node's state on disk: every file under its data dir (WAL, snapshots, the LMDB store).",
             _tree_bytes(data_dir) if on_disk and data_dir is not None else None,
         )
         usage = shutil.disk_usage(data_dir) if on_disk and data_dir is not None else None

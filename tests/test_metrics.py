@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import random
 import re
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -46,6 +48,7 @@ GAUGES = {
 HISTOGRAMS = {
     "raftkv_disk_wal_fsync_duration_seconds",
     "raftkv_disk_backend_commit_duration_seconds",
+    "raftkv_snap_save_total_duration_seconds",
     "raftkv_network_peer_round_trip_time_seconds",
     "raftkv_http_request_duration_seconds",
 }
@@ -85,11 +88,30 @@ class Scrape:
         return {s.name for f in self.families.values() for s in f.samples}
 
 
+# Entries between snapshots: low, so the writes below make the nodes save one.
+SNAPSHOT_EVERY = 20
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path_factory.mktemp("metrics"), engine="native") as c:
+    old = os.environ.get("RAFTKV_SNAPSHOT_EVERY")
+    os.environ["RAFTKV_SNAPSHOT_EVERY"] = str(SNAPSHOT_EVERY)  # the node processes inherit it
+    c = LocalCluster(tmp_path_factory.mktemp("metrics"), engine="native")
+    try:
+        c.start()
+    except BaseException:
+        c.stop()
+        raise
+    finally:
+        if old is None:
+            del os.environ["RAFTKV_SNAPSHOT_EVERY"]
+        else:
+            os.environ["RAFTKV_SNAPSHOT_EVERY"] = old
+    try:
         c.wait_ready()
         yield c
+    finally:
+        c.stop()
 
 
 def leader_url(cluster: LocalCluster) -> str:
@@ -126,7 +148,7 @@ def test_writes_and_reads_move_the_counters_and_the_http_histogram(cluster: Loca
     before = Scrape(url)
     route = {"method": "PUT", "route": "/v1/kv/{key}"}
     puts_before = sum(s.value for s in before.samples("raftkv_http_request_duration_seconds_count", **route))
-    for i in range(10):
+    for i in range(SNAPSHOT_EVERY + 5):
         status, _, body = call("PUT", f"{url}/v1/kv/metrics-{i}", b"v")
         assert status == 200, body
     status, _, _ = call("GET", f"{url}/v1/kv/metrics-0")
@@ -137,8 +159,9 @@ def test_writes_and_reads_move_the_counters_and_the_http_histogram(cluster: Loca
 
     committed = "raftkv_server_proposals_committed_total"
     applied = "raftkv_server_proposals_applied_total"
-    assert after.value(committed) >= before.value(committed) + 10
-    assert after.value(applied) >= before.value(applied) + 10
+    writes = SNAPSHOT_EVERY + 5
+    assert after.value(committed) >= before.value(committed) + writes
+    assert after.value(applied) >= before.value(applied) + writes
     assert after.value("raftkv_server_proposals_pending") == 0
     fsyncs = "raftkv_disk_wal_fsync_duration_seconds_count"
     assert after.value(fsyncs) > before.value(fsyncs)
@@ -146,12 +169,18 @@ def test_writes_and_reads_move_the_counters_and_the_http_histogram(cluster: Loca
     assert after.value(commits) >= before.value(commits) + 1
 
     # labelled by route template, never by the raw path
-    assert after.value("raftkv_http_request_duration_seconds_count", **route) == puts_before + 10
+    assert after.value("raftkv_http_request_duration_seconds_count", **route) == puts_before + writes
     assert after.value("raftkv_http_request_duration_seconds_count", method="GET", route="/v1/kv/{key}") >= 1
     assert after.value("raftkv_http_request_duration_seconds_count", method="GET", route="unmatched") >= 1
     routes = {s.labels["route"] for s in after.samples("raftkv_http_request_duration_seconds_count")}
     assert not any(r.startswith("/v1/kv/metrics") or r.startswith("/no/") for r in routes), routes
     assert "/metrics" in routes
+
+    # SNAPSHOT_EVERY entries were applied: the node saved a snapshot (on its own task)
+    deadline = time.monotonic() + 5
+    while Scrape(url).value("raftkv_snap_save_total_duration_seconds_count") < 1:
+        assert time.monotonic() < deadline, "no snapshot save was observed"
+        time.sleep(0.05)
 
     # the leader times its heartbeats to each follower
     followers = {n.node_id for n in cluster.nodes} - {cluster.leader()}
