@@ -4,6 +4,9 @@ configuration for our own CLI, and the cluster they describe is consistent."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,7 @@ def node_services() -> dict[str, dict]:
     return {
         name: svc
         for name, svc in compose()["services"].items()
-        if svc.get("image") == "raftkv:latest" and "profiles" not in svc
+        if svc.get("image") == "raftkv:latest" and "profiles" not in svc and svc.get("command") == ["raftkv", "serve"]
     }
 
 
@@ -42,11 +45,44 @@ def test_nodes_form_one_cluster_with_distinct_published_ports() -> None:
         assert svc["volumes"][0].endswith(":/data")
 
 
+def make_compose_certs(target: Path) -> None:
+    """Run the `certs` service's own shell command, with its volume mapped to ``target``."""
+    svc = compose()["services"]["certs"]
+    assert svc["entrypoint"] == ["sh", "-c"]
+    assert svc["volumes"] == ["certs:/certs"]
+    # Compose turns $$ into $ before the shell sees the command.
+    script = svc["command"][0].replace("$$", "$").replace("/certs", str(target))
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    subprocess.run(["sh", "-c", script], check=True, env=env, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def compose_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("compose-certs")
+    make_compose_certs(target)
+    return target
+
+
+def test_certs_service_runs_once_and_nodes_wait_for_it(compose_certs: Path) -> None:
+    names = {p.name for p in compose_certs.iterdir()}
+    assert {"ca.pem", "ca-key.pem", "n1.pem", "n1-key.pem", "n2.pem", "n3-key.pem"} <= names
+    before = (compose_certs / "ca.pem").read_bytes()
+    make_compose_certs(compose_certs)  # a later `up`: keeps the CA it has
+    assert (compose_certs / "ca.pem").read_bytes() == before
+    for name, svc in node_services().items():
+        assert svc["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+        assert "certs:/certs:ro" in svc["volumes"]
+        assert "RAFTKV_INSECURE_PEERS" not in svc["environment"], "peers use mutual TLS"
+
+
 @pytest.mark.parametrize("name", ["n1", "n2", "n3"])
-def test_node_command_and_environment_parse_as_a_valid_node(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_node_command_and_environment_parse_as_a_valid_node(
+    name: str, monkeypatch: pytest.MonkeyPatch, compose_certs: Path
+) -> None:
     svc = node_services()[name]
     for key, value in svc["environment"].items():
-        monkeypatch.setenv(key, str(value))
+        monkeypatch.setenv(key, str(value).replace("/certs/", f"{compose_certs}/"))
     argv = svc["command"]
     assert argv[0] == "raftkv"
     args = cli.build_parser().parse_args(argv[1:])
