@@ -167,7 +167,7 @@ class PySyncObjEngine(Engine):
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise OutcomeUnknownError(
-                f"no result within {timeout:g}s; the write may or may not have been applied"
+                f"no result within {timeout:g}s"
             ) from None
 
     async def read_fence(self, timeout: float) -> None:

@@ -246,7 +246,7 @@ class RaftDriver:
             return
         self.proposals.fail_forwarded(
             OutcomeUnknownError(
-                f"{why} while this write, forwarded to {to[0]}, was unanswered; it may or may not have been applied"
+                f"{why} while this write, forwarded to {to[0]}, was unanswered"
             )
         )
 

@@ -414,7 +414,7 @@ def _expire_proposal(proposals: ProposalBook, seq: int, timeout: float) -> None:
     proposals.expire(
         seq,
         submitted=OutcomeUnknownError(
-            f"no result within {timeout:g}s; the write may or may not have been applied"
+            f"no result within {timeout:g}s"
         ),
         not_submitted=NoLeaderError(f"no leader was usable within {timeout:g}s; the write was not submitted"),
     )
