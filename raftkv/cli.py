@@ -95,6 +95,15 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         help="seconds a request body may take to arrive; then 408 and close (default %(default)s)",
     )
     p.add_argument("--timeout", type=float, default=5.0, help="default request timeout in seconds")
+    p.add_argument(
+        "--auto-compaction-retention",
+        type=int,
+        default=0,
+        metavar="N",
+        help="while this node leads, compact the MVCC history every 5 s to keep only the last N "
+        "revisions (reads below answer 410 compacted); give every node the same value "
+        "(default 0: only POST /v1/compaction compacts)",
+    )
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING... (RAFTKV_LOG_LEVEL)")
     p.set_defaults(func=_run_serve, parser=p)
 
@@ -134,6 +143,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
             body_timeout=args.body_timeout,
         ),
         default_timeout=args.timeout,
+        auto_compaction_retention=args.auto_compaction_retention,
     )
 
 

@@ -88,8 +88,14 @@ class NodeConfig:
     # Plaintext peers on an address beyond loopback, accepted knowingly.
     insecure_peers: bool = False
     http_tls: HttpTLSFiles | None = None
+    # The leader proposes compacting all but the last N revisions (0: never).
+    auto_compaction_retention: int = 0
 
     def __post_init__(self) -> None:
+        if self.auto_compaction_retention < 0:
+            raise ValueError(
+                f"--auto-compaction-retention must be 0 (off) or a number of revisions, got {self.auto_compaction_retention}"
+            )
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.node_id not in self.peers:

@@ -14,6 +14,7 @@ from raftkv.engine import Engine
 from raftkv.kv.state_machine import KVStateMachine
 from raftkv.metrics import NodeMetrics
 from raftkv.server.hot_keys import HotKeys
+from raftkv.server.auto_compaction import AutoCompactor, interval_from_env
 from raftkv.server.http_api import HttpApi
 from raftkv.tls import http_context_for, peer_tls_for
 
@@ -61,6 +62,10 @@ async def serve(config: NodeConfig) -> None:
     )
     metrics.track(engine.status, lambda: api.pending_proposals)
     rotation = asyncio.create_task(rotate_hot_keys(api.hot_keys), name="hot keys window")
+    background = [rotation]
+    if config.auto_compaction_retention:
+        compactor = AutoCompactor(engine, machine, config.auto_compaction_retention, interval_from_env())
+        background.append(asyncio.create_task(compactor.run(), name="auto-compaction"))
     runner = web.ServerRunner(api.make_server())
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True, ssl_context=http_ssl)
@@ -83,7 +88,8 @@ async def serve(config: NodeConfig) -> None:
         await stop.wait()
     finally:
         log.info("node %s stopping", config.node_id)
-        rotation.cancel()
+        for task in background:
+            task.cancel()
         await runner.cleanup()
         await engine.stop()
 

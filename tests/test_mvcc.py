@@ -179,3 +179,47 @@ def test_keys_longer_than_lmdb_allows_keep_their_order_and_history(sm: KVStateMa
         sm.get(base + "z", 8)
 
     assert run(sm, c.delete_prefix(base))["deleted"] == 3
+
+
+def test_repeated_compactions_keep_every_retained_read_and_drop_the_rest(sm: KVStateMachine) -> None:
+    """Random writes and compactions against a model of every revision."""
+    import random
+
+    rng = random.Random(7)
+    states: list[dict[str, bytes]] = [{}]  # the keys and values at each revision
+    compacted = 0
+    for step in range(400):
+        current = dict(states[-1])
+        roll = rng.random()
+        key = f"k{rng.randrange(12)}"
+        if roll < 0.55:
+            current[key] = str(step).encode()
+            run(sm, c.put(key, current[key]))
+        elif roll < 0.75:
+            if key not in current:
+                continue
+            del current[key]
+            run(sm, c.delete(key))
+        elif roll < 0.8:
+            doomed = [k for k in current if k.startswith("k1")]
+            if not doomed:
+                continue
+            for k in doomed:
+                del current[k]
+            run(sm, c.delete_prefix("k1"))
+        else:
+            target = rng.randint(compacted, len(states) - 1)
+            if target > compacted:
+                assert run(sm, c.compact(target))["ok"]
+                compacted = target
+            continue
+        states.append(current)
+        assert sm.revision == len(states) - 1
+    for revision in range(max(compacted, 1), len(states)):
+        got = {kv["key"]: kv["value"] for kv in sm.range("", revision=revision)[0]}
+        assert got == states[revision], revision
+    # What is left: at most each key's write as of the compact revision, plus every later write.
+    view = sm.store.read()
+    later = sum(1 for rk, _ in view.scan("history") if int.from_bytes(rk[:8], "big") > compacted)
+    assert view.count("history") - later <= len(states[compacted])
+    view.close()

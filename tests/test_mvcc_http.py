@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
+
+import pytest
 
 from raftkv.local_cluster import LocalCluster
 from tests.http import call, call_json
@@ -65,3 +71,32 @@ def test_compaction_requests_are_checked_before_proposing(cluster: LocalCluster)
     future = call_json("POST", f"{url}/v1/compaction", {"revision": now + 1000})
     assert (future.status, future.json()["error"]["code"]) == (400, "future_revision")
     assert call("GET", f"{url}/v1/compaction").status == 405
+
+
+def test_the_leader_compacts_to_keep_the_last_n_revisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAFTKV_AUTO_COMPACTION_INTERVAL", "0.2")
+    with LocalCluster(tmp_path, engine="native", extra_args=["--auto-compaction-retention", "5"]) as c:
+        url = c.node(c.wait_ready()).url
+        for i in range(20):
+            assert call("PUT", f"{url}/v1/kv/auto", str(i).encode()).status == 200
+        revision = call("GET", f"{url}/v1/status").json()["revision"]
+        deadline = time.monotonic() + 10
+        statuses: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            statuses = [call("GET", f"{n.url}/v1/status").json() for n in c.nodes]
+            if all(s["compact_revision"] == revision - 5 for s in statuses):
+                break
+            time.sleep(0.1)
+        assert [s["compact_revision"] for s in statuses] == [revision - 5] * 3
+        assert call("GET", f"{url}/v1/kv/auto?revision={revision - 5}").body == b"14"
+        assert call("GET", f"{url}/v1/kv/auto?revision={revision - 6}").status == 410
+
+
+def test_a_negative_retention_is_refused_at_start(tmp_path: Path) -> None:
+    answer = subprocess.run(
+        [sys.executable, "-m", "raftkv", "serve", "--id", "n1", "--data-dir", str(tmp_path),
+         "--listen", "127.0.0.1:1", "--peer-listen", "127.0.0.1:2", "--peers", "n1=127.0.0.1:2",
+         "--auto-compaction-retention", "-1"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert answer.returncode == 2 and "--auto-compaction-retention" in answer.stderr

@@ -180,6 +180,17 @@ def version_at(txn: ReadTxn, key: bytes, revision: int) -> Version | None:
     return history_version(txn, found[0][-_REV_BYTES:])
 
 
+def previous_write(txn: ReadTxn, key: bytes, revision: int, sub: int) -> tuple[bytes, bytes] | None:
+    """(index entry, rev key) of ``key``'s retained write just before
+    ``(revision, sub)``, or None."""
+    below = rev_key(revision, sub - 1) if sub else rev_key(revision - 1, _MAX_SUB)
+    escaped = index_prefix(key) + _KEY_END
+    found = txn.floor("index", escaped + below)
+    if found is None or not found[0].startswith(escaped) or len(found[0]) != len(escaped) + _REV_BYTES:
+        return None
+    return found[0], found[0][-_REV_BYTES:]
+
+
 def history_version(txn: ReadTxn, rk: bytes) -> Version:
     _key, value, create_revision, version = unpack(_history(txn, rk))
     return value, create_revision, parse_rev_key(rk)[0], version

@@ -313,19 +313,25 @@ class KVStateMachine:
                 "compact_revision": self._compact_revision,
             }
         txn = self._txn()
-        doomed: list[tuple[bytes, bytes]] = []
-        for rk, data in txn.scan("history", b"", mvcc.rev_key(revision + 1, 0)):
+        # Only the writes since the last compaction are visited: each one
+        # supersedes its key's write before it, which goes; and a deletion
+        # that is its key's last write at or below the compaction point goes
+        # too. Every other write below that point was dropped by an earlier
+        # compaction or is its key's state as of it, which stays.
+        since = list(txn.scan("history", mvcc.rev_key(self._compact_revision + 1, 0), mvcc.rev_key(revision + 1, 0)))
+        for rk, data in since:
             key, value = unpack(data)[:2]
-            own = mvcc.index_key(key.encode(), *mvcc.parse_rev_key(rk))
-            newest = txn.floor("index", mvcc.index_key(key.encode(), revision, (1 << 32) - 1))
-            # Superseded by a later write at or below the compaction point,
-            # or the tombstone that is the key's state there: not needed to
-            # read any revision from ``revision`` on.
-            if newest is None or newest[0] != own or value is None:
-                doomed.append((rk, own))
-        for rk, own in doomed:
-            txn.delete("history", rk)
-            txn.delete("index", own)
+            encoded = key.encode()
+            write_revision, sub = mvcc.parse_rev_key(rk)
+            previous = mvcc.previous_write(txn, encoded, write_revision, sub)
+            if previous is not None:
+                txn.delete("history", previous[1])
+                txn.delete("index", previous[0])
+            if value is None:
+                newest = txn.floor("index", mvcc.index_key(encoded, revision, (1 << 32) - 1))
+                if newest is not None and newest[0] == mvcc.index_key(encoded, write_revision, sub):
+                    txn.delete("history", rk)
+                    txn.delete("index", newest[0])
         self._compact_revision = revision
         return {"ok": True, "revision": self._revision, "compact_revision": revision}
 
