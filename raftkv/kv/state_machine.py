@@ -268,8 +268,13 @@ class KVStateMachine:
             commands.require_value(command)
         txn = self._txn()
         revision = self._revision + 1
-        old = _record(txn, key)
-        record = (value, revision, revision, 1) if old is None else (value, old[1], revision, old[3] + 1)
+        # A put needs the old create_revision and version, not the old value.
+        old = txn.get("latest", mvcc.latest_key(key.encode()))
+        if old is None:
+            record = (value, revision, revision, 1)
+        else:
+            create_revision, _mod, _sub, version = unpack(old)
+            record = (value, create_revision, revision, version + 1)
         _write(txn, key, record, revision, 0)
         self._revision = revision
         return {"ok": True, "revision": revision, "kv": _kv(key, record)}
