@@ -391,15 +391,32 @@ class Simulation:
         if not points:
             return
         before = disk.durable.last_index
+        old_terms = [disk.durable_term(i) for i in range(before + 1)]
         saved = disk.saved_wal()
         for cut in reversed(points[-4:]):
             disk.lose_tail(cut)
-            after = disk.durable.last_index
-            if after >= before or self._others_hold(node, before, from_index=after + 1):
+            # Lost: every entry the cut removed or rolled back to an older
+            # version (the disk may go back to before a truncation).
+            lost = [i for i in range(1, before + 1) if disk.durable_term(i) != old_terms[i]]
+            if not lost or self._others_hold_terms(node, {i: old_terms[i] for i in lost}):
                 self._impaired = (node.id, self.checker.max_committed)
                 self.result.lost_tails += 1
                 return
             disk.restore_wal(saved)  # not allowed: the power cut alone stands
+
+    def _others_hold_terms(self, node: SimNode, entries: dict[int, int | None]) -> bool:
+        """Each (index, term) in ``entries`` is durable on a quorum of the
+        other voters (of every configuration it may count in)."""
+        others = [n for n in self.nodes.values() if n is not node]
+        for index, term in entries.items():
+            holders = [
+                n.id
+                for n in others
+                if n.disk.snapshot_index >= index or (term is not None and n.disk.durable_term(index) == term)
+            ]
+            if not self.checker.on_a_quorum(holders, index, every=True):
+                return False
+        return True
 
     def _others_hold(self, node: SimNode, last: int, from_index: int = 1, snapshot: bool = False) -> bool:
         """Every durable entry of ``node`` in from_index..last is durable on a
