@@ -380,6 +380,8 @@ class HttpApi:
         if "revision" not in body:
             raise ApiError(400, "missing_field", "revision is required")
         target = body["revision"]
+        if type(target) is float and target.is_integer() and abs(target) <= 2**53:
+            target = int(target)  # JSON counts 3.0 as the integer 3 (as json_codec does)
         if type(target) is not int or not 1 <= target <= UINT63_MAX:
             raise ApiError(400, "invalid_argument", f"revision must be an integer from 1 to {UINT63_MAX}, got {target!r}")
         try:

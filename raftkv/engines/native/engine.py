@@ -139,9 +139,11 @@ class NativeEngine(Engine):
         snapshot_meta = None
         if loaded is not None:
             snapshot_meta = snapshot_meta_from_json(loaded[0])
-        store_applied = await self._open_machine_store()
+        # The WAL first: its lock keeps a second process off this data dir
+        # before that process could open (and write to) the store.
         wal = await asyncio.to_thread(WAL.open, data_dir / "wal")
         try:
+            store_applied = await self._open_machine_store()
             recovery = recover(snapshot_meta, wal.recovered, store_applied)
             if recovery.restore_snapshot:
                 self._restore_machine(loaded[1] if loaded is not None else None, recovery.applied)
