@@ -147,7 +147,8 @@ class SimNode:
                 return  # the power failed again while starting: still down
         prefix = origin_prefix(f"{self.id}/{rng.getrandbits(64):016x}".encode())
         proposals = ProposalBook(prefix)
-        reads = ReadBook(resend_after_ticks=opts.election_ticks)
+        # The start-up id doubles as the read-context prefix (see ReadBook).
+        reads = ReadBook(resend_after_ticks=opts.election_ticks, context_prefix=prefix)
         wal_executor = SimExecutor(loop, random.Random(rng.getrandbits(32)), opts.fsync_delay)
         snapshot_executor = SimExecutor(loop, random.Random(rng.getrandbits(32)), opts.snapshot_delay)
         network = self.network

@@ -357,6 +357,26 @@ def test_read_book_batches_rounds_and_waits_for_apply() -> None:
     run(scenario())
 
 
+def test_read_book_contexts_of_two_lives_never_match() -> None:
+    """A leader's late answer to a round of a node's previous life must not
+    confirm a round of its new life (raftsim seed 12822: a stale read)."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        old_life, new_life = ReadBook(context_prefix=b"life-1"), ReadBook(context_prefix=b"life-2")
+        old_life.add(loop.create_future())
+        caller: asyncio.Future[None] = loop.create_future()
+        new_life.add(caller)
+        stale_ctx, ctx = old_life.start_round(), new_life.start_round()
+        assert stale_ctx is not None and ctx is not None and stale_ctx != ctx
+        new_life.confirmed(stale_ctx, index=3, applied=3)  # the answer to the old life's round
+        assert not caller.done() and new_life.in_flight == [ctx]
+        new_life.confirmed(ctx, index=9, applied=9)
+        assert caller.done()
+
+    run(scenario())
+
+
 def test_read_book_resends_rounds_left_unanswered() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()

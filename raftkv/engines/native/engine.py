@@ -123,7 +123,10 @@ class NativeEngine(Engine):
         self._wal: WAL | None = None
         self._proposals: ProposalBook | None = None
         # Resend an unanswered ReadIndex round after an election timeout.
-        self._reads = ReadBook(resend_after_ticks=self.options.election_ticks)
+        self._reads = ReadBook(
+            resend_after_ticks=self.options.election_ticks,
+            context_prefix=random.getrandbits(64).to_bytes(8, "big"),
+        )
         self._stopped = False  # stop() was called
         self._failed = False  # the driver died; the node is silent until restarted
 

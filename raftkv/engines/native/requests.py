@@ -176,7 +176,12 @@ class ProposalBook:
 class ReadBook:
     """Linearizable reads: queued -> in a ReadIndex round -> waiting for apply."""
 
-    def __init__(self, resend_after_ticks: int = 10) -> None:
+    def __init__(self, resend_after_ticks: int = 10, context_prefix: bytes = b"") -> None:
+        """``context_prefix`` must differ between lives of a node (a random
+        start-up id): round numbers restart at 1 after a restart, and a
+        leader's late answer to a round of the previous life must not
+        confirm a new round at an old read index (a stale read)."""
+        self._context_prefix = context_prefix
         self._queued: list[asyncio.Future[None]] = []
         self._queued_at: list[int] = []  # the tick each queued caller arrived at
         self._rounds: dict[bytes, list[asyncio.Future[None]]] = {}
@@ -212,7 +217,7 @@ class ReadBook:
         self._queued, self._queued_at = [], []
         if not callers:
             return None
-        ctx = self._next_round.to_bytes(8, "big")
+        ctx = self._context_prefix + self._next_round.to_bytes(8, "big")
         self._next_round += 1
         self._rounds[ctx] = callers
         self._sent_at[ctx] = self._ticks
