@@ -90,6 +90,7 @@ class LocalNode:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     scheme: str = "http"
+    bind_retries: int = 0  # restarts after its port was briefly taken (wait_ready)
 
     @property
     def url(self) -> str:
@@ -328,6 +329,14 @@ class LocalCluster:
             for node_id in ids:
                 node = self.node(node_id)
                 if node.process is not None and node.process.poll() is not None:
+                    if "address already in use" in tail(node.log_path) and node.bind_retries < 3:
+                        # Its fixed port was taken meanwhile as some client's
+                        # ephemeral source port (after a kill, say): that
+                        # passes within moments, so start it again.
+                        node.bind_retries += 1
+                        time.sleep(0.5)
+                        self.start_node(node_id)
+                        continue
                     raise RuntimeError(
                         f"node {node_id} exited with code {node.process.returncode}; "
                         f"log: {node.log_path}\n{tail(node.log_path)}"
