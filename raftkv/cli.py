@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from raftkv import cli_client, cli_tls
-from raftkv.config import DEFAULT_ENGINE, ENGINES, InsecurePeersError, NodeConfig, parse_peers
+from raftkv.config import DEFAULT_ENGINE, ENGINES, env_setting, InsecurePeersError, NodeConfig, parse_peers
 from raftkv.kv.limits import Limits
 
 DEFAULT_LIMITS = Limits()
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"RAFTKV_{name}", default)
 
 
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
@@ -39,19 +34,19 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
             "or a certificate, key or CA file that cannot be used (one line says which)."
         ),
     )
-    p.add_argument("--id", default=_env("ID"), help="this node's id, e.g. n1 (RAFTKV_ID)")
-    p.add_argument("--data-dir", default=_env("DATA_DIR"), help="where the node keeps its log and snapshots (RAFTKV_DATA_DIR)")
-    p.add_argument("--listen", default=_env("LISTEN"), help="HOST:PORT for the HTTP API (RAFTKV_LISTEN)")
-    p.add_argument("--peer-listen", default=_env("PEER_LISTEN"), help="HOST:PORT for Raft traffic between nodes (RAFTKV_PEER_LISTEN)")
+    p.add_argument("--id", default=env_setting("ID"), help="this node's id, e.g. n1 (RAFTKV_ID)")
+    p.add_argument("--data-dir", default=env_setting("DATA_DIR"), help="where the node keeps its log and snapshots (RAFTKV_DATA_DIR)")
+    p.add_argument("--listen", default=env_setting("LISTEN"), help="HOST:PORT for the HTTP API (RAFTKV_LISTEN)")
+    p.add_argument("--peer-listen", default=env_setting("PEER_LISTEN"), help="HOST:PORT for Raft traffic between nodes (RAFTKV_PEER_LISTEN)")
     p.add_argument(
         "--peers",
-        default=_env("PEERS"),
+        default=env_setting("PEERS"),
         help="every member as ID=HOST:PORT, comma-separated, this node included: "
         "the address this node uses to reach each peer's --peer-listen (RAFTKV_PEERS)",
     )
     p.add_argument(
         "--engine",
-        default=_env("ENGINE", DEFAULT_ENGINE),
+        default=env_setting("ENGINE", DEFAULT_ENGINE),
         choices=ENGINES,
         help=f"consensus engine (default {DEFAULT_ENGINE}; RAFTKV_ENGINE)",
     )
@@ -104,7 +99,7 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         "revisions (reads below answer 410 compacted); give every node the same value "
         "(default 0: only POST /v1/compaction compacts)",
     )
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING... (RAFTKV_LOG_LEVEL)")
+    p.add_argument("--log-level", default=env_setting("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING... (RAFTKV_LOG_LEVEL)")
     p.set_defaults(func=_run_serve, parser=p)
 
 

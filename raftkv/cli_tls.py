@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from raftkv.config import DEFAULT_CLUSTER_ID, HttpTLSFiles, PeerTLSFiles
+from raftkv.config import DEFAULT_CLUSTER_ID, env_setting, HttpTLSFiles, PeerTLSFiles
 
 # `raftkv certs` could not write or read what it was asked to.
 EXIT_CERTS = 1
 _TRUE = ("1", "true", "yes", "on")
 
 
-def _env(name: str) -> str | None:
-    return os.environ.get(f"RAFTKV_{name}")
-
-
 def add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cluster-id",
-        default=_env("CLUSTER_ID") or DEFAULT_CLUSTER_ID,
+        default=env_setting("CLUSTER_ID") or DEFAULT_CLUSTER_ID,
         help="the cluster this node belongs to; peers of another cluster are refused, and the peer "
         f"certificates must name it (RAFTKV_CLUSTER_ID, default {DEFAULT_CLUSTER_ID})",
     )
@@ -32,16 +27,16 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         "CA that names its id; make them with `raftkv certs`. Without these files the peer port is "
         "plaintext, which a node refuses on an address beyond loopback unless --insecure-peers is given.",
     )
-    peers.add_argument("--peer-cert-file", default=_env("PEER_CERT_FILE"),
+    peers.add_argument("--peer-cert-file", default=env_setting("PEER_CERT_FILE"),
                        help="this node's certificate, e.g. certs/n1.pem (RAFTKV_PEER_CERT_FILE)")
-    peers.add_argument("--peer-key-file", default=_env("PEER_KEY_FILE"),
+    peers.add_argument("--peer-key-file", default=env_setting("PEER_KEY_FILE"),
                        help="its private key, e.g. certs/n1-key.pem (RAFTKV_PEER_KEY_FILE)")
-    peers.add_argument("--peer-ca-file", default=_env("PEER_CA_FILE"),
+    peers.add_argument("--peer-ca-file", default=env_setting("PEER_CA_FILE"),
                        help="the cluster CA, e.g. certs/ca.pem (RAFTKV_PEER_CA_FILE)")
     peers.add_argument(
         "--insecure-peers",
         action="store_true",
-        default=(_env("INSECURE_PEERS") or "").lower() in _TRUE,
+        default=(env_setting("INSECURE_PEERS") or "").lower() in _TRUE,
         help="plaintext peers on a non-loopback --peer-listen: anyone who reaches the port can act as a "
         "member; only on a network you trust (RAFTKV_INSECURE_PEERS=1)",
     )
@@ -50,12 +45,12 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         "HTTPS for the client API. Without --cert-file the API is plain HTTP with no authentication: "
         "a --listen beyond loopback logs a warning.",
     )
-    http.add_argument("--cert-file", default=_env("CERT_FILE"),
+    http.add_argument("--cert-file", default=env_setting("CERT_FILE"),
                       help="certificate for the HTTP API, e.g. certs/n1.pem (RAFTKV_CERT_FILE)")
-    http.add_argument("--key-file", default=_env("KEY_FILE"), help="its private key (RAFTKV_KEY_FILE)")
+    http.add_argument("--key-file", default=env_setting("KEY_FILE"), help="its private key (RAFTKV_KEY_FILE)")
     http.add_argument(
         "--client-ca-file",
-        default=_env("CLIENT_CA_FILE"),
+        default=env_setting("CLIENT_CA_FILE"),
         help="require every client to show a certificate this CA signed (RAFTKV_CLIENT_CA_FILE)",
     )
 

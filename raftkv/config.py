@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from raftkv.kv.limits import Limits
 
 ENGINES = ("native", "pysyncobj")
+
+
+def env_setting(name: str, default: str | None = None) -> str | None:
+    """The RAFTKV_<name> environment variable: the default of a `serve` flag."""
+    return os.environ.get(f"RAFTKV_{name}", default)
+
+
 DEFAULT_ENGINE = "native"
 DEFAULT_CLUSTER_ID = "raftkv"
 
