@@ -19,7 +19,9 @@ event loop) and sees the state as of its start.
 from __future__ import annotations
 
 import abc
+import errno
 import os
+import resource
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,10 +194,44 @@ class MemoryStore(Store):
 DEFAULT_MAP_SIZE = 64 << 30
 
 
+def explain_write_failure(path: Path, exc: lmdb.Error) -> OSError | lmdb.Error:
+    """The OS error behind a failed LMDB write, where it can be told.
+
+    LMDB reports a short write (the disk filled up, or the file hit the
+    process's file-size limit) as a bare EIO, which hides what an operator
+    must fix; so look at the disk and the limit before passing it on.
+    """
+    if "Input/output error" not in str(exc):
+        return exc
+    data_file = path / "data.mdb"
+    try:
+        disk = os.statvfs(path)
+        free = disk.f_bavail * disk.f_frsize
+        size = data_file.stat().st_size
+    except OSError:
+        return exc
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and size >= limit - (1 << 20):
+        return OSError(
+            errno.EFBIG,
+            f"{os.strerror(errno.EFBIG)}: {data_file} is {size} bytes and this process "
+            f"may not write files past {limit} bytes (ulimit -f); LMDB said: {exc}",
+        )
+    if free < (1 << 20):
+        return OSError(
+            errno.ENOSPC,
+            f"{os.strerror(errno.ENOSPC)}: {free} bytes free on the disk holding {path}; LMDB said: {exc}",
+        )
+    return exc
+
+
 class _LmdbTxn(WriteTxn):
-    def __init__(self, env: lmdb.Environment, dbs: dict[str, lmdb._Database], write: bool) -> None:
+    def __init__(
+        self, env: lmdb.Environment, dbs: dict[str, lmdb._Database], write: bool, path: Path | None = None
+    ) -> None:
         self._txn = env.begin(write=write, buffers=False)
         self._dbs = dbs
+        self._path = path
 
     def get(self, table: str, key: bytes) -> bytes | None:
         return self._txn.get(key, db=self._dbs[table])
@@ -236,7 +272,12 @@ class _LmdbTxn(WriteTxn):
         self._txn.drop(self._dbs[table], delete=False)
 
     def commit(self) -> None:
-        self._txn.commit()
+        try:
+            self._txn.commit()
+        except lmdb.Error as exc:
+            if self._path is None:
+                raise
+            raise explain_write_failure(self._path, exc) from exc
 
     def abort(self) -> None:
         self._txn.abort()
@@ -311,10 +352,13 @@ class LmdbStore(Store):
         return self.read()  # an LMDB read transaction already is a frozen view
 
     def write(self) -> WriteTxn:
-        return _LmdbTxn(self._env, self._dbs, write=True)
+        return _LmdbTxn(self._env, self._dbs, write=True, path=self.path)
 
     def sync(self) -> None:
-        self._env.sync(True)
+        try:
+            self._env.sync(True)
+        except lmdb.Error as exc:
+            raise explain_write_failure(self.path, exc) from exc
 
     def close(self) -> None:
         """Sync, mark the store closed cleanly, and close it."""

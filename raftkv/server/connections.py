@@ -109,16 +109,14 @@ class ApiRequestHandler(RequestHandler):
         super().data_received(data)
         if self._messages:
             self._cancel_head_timer()
-        elif data and self._head_timer is None and (self._request_count == 0 or self._idle()):
-            # Part of a request head arrived on a new or idle connection (not
-            # a body: that arrives while its request is being handled).
+        elif data and self._head_timer is None and not self._request_in_progress:
+            # Part of a request head arrived between requests (not a body:
+            # that arrives while its request is being handled). This may be
+            # before aiohttp's loop is back waiting for the next request, so
+            # the test is "no request in progress", not "idle".
             self._head_timer = self._loop.call_later(
                 self._limits.head_timeout, self._head_timed_out
             )
-
-    def _idle(self) -> bool:
-        """Waiting for the next request (aiohttp's start() loop awaits its waiter)."""
-        return self._waiter is not None and not self._waiter.done()
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -127,7 +125,12 @@ class ApiRequestHandler(RequestHandler):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._messages or not self._idle() or self.transport is None or self._force_close:
+        if (
+            self._messages
+            or self._request_in_progress
+            or self.transport is None
+            or self._force_close
+        ):
             return
         error = ApiError(
             408,
