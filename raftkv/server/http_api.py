@@ -65,6 +65,10 @@ _CLOSE_AFTER = frozenset({408, 413, 417})
 _LIST_BATCH = 256
 
 
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+SubtreeHandler = Callable[[web.BaseRequest, str], Awaitable[web.StreamResponse]]
+
+
 class HttpApi:
     def __init__(
         self,
@@ -86,7 +90,7 @@ class HttpApi:
         self.hot_keys = hot_keys if hot_keys is not None else HotKeys()
         self.pending_proposals = 0  # writes proposed here and not answered yet
         # Every route but /v1/kv/{key}: path -> method -> handler.
-        self._route_table: dict[str, dict[str, Callable[[web.BaseRequest], Awaitable[web.Response]]]] = {
+        self._route_table: dict[str, dict[str, Handler]] = {
             "/v1/kv": {"GET": self.list_keys, "DELETE": self.delete_prefix},
             "/v1/txn": {"POST": self.txn},
             "/v1/compaction": {"POST": self.compaction},
@@ -97,6 +101,25 @@ class HttpApi:
             "/v1/hotkeys": {"GET": self.hotkeys},
             "/metrics": {"GET": self.scrape_metrics},
         }
+        # Routes with a parameter in the path (/v1/leases/{id}, ...): path
+        # prefix -> handler given the decoded rest of the path; it checks
+        # the method itself.
+        self._subtrees: dict[str, SubtreeHandler] = {}
+
+    def add_route(self, path: str, method: str, handler: Handler) -> None:
+        """Serve ``method path`` (an exact path) with ``handler``; feature
+        modules call this from their ``install(api)``."""
+        methods = self._route_table.setdefault(path, {})
+        if method in methods:
+            raise ValueError(f"{method} {path} is already routed")
+        methods[method] = handler
+
+    def add_subtree(self, prefix: str, handler: SubtreeHandler) -> None:
+        """Serve every path under ``prefix`` (which ends in "/") with
+        ``handler(request, rest)``, ``rest`` being the decoded path after it."""
+        if not prefix.endswith("/") or prefix in self._subtrees or prefix == _KEY_PREFIX:
+            raise ValueError(f"bad or duplicate subtree {prefix!r}")
+        self._subtrees[prefix] = handler
 
     def make_server(self) -> web.Server:
         """An aiohttp low-level server with our own routing.
@@ -137,8 +160,10 @@ class HttpApi:
             raw = request.rel_url.raw_path
             if raw.startswith(_KEY_PREFIX):
                 route = _KEY_ROUTE
+            elif raw in self._route_table:
+                route = raw
             else:
-                route = raw if raw in self._route_table else UNMATCHED_ROUTE
+                route = next((p + "*" for p in self._subtrees if raw.startswith(p)), UNMATCHED_ROUTE)
             self.metrics.observe_http(request.method, route, perf_counter() - start)
 
     async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -173,7 +198,7 @@ class HttpApi:
                 "if it was a write, it may or may not have been applied",
             ).response()
 
-    async def _route(self, request: web.BaseRequest) -> web.Response:
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         path = decode_path(request.rel_url.raw_path)
         method = request.method
         if path.startswith(_KEY_PREFIX):
@@ -189,6 +214,9 @@ class HttpApi:
             raise _method_not_allowed(request, ("GET", "HEAD", "PUT", "DELETE"))
         methods = self._route_table.get(path)
         if methods is None:
+            for prefix, subtree in self._subtrees.items():
+                if path.startswith(prefix):
+                    return await subtree(request, path[len(prefix):])
             raise ApiError(404, "not_found", f"no such endpoint: {path}")
         handler = methods.get("GET" if method == "HEAD" else method)
         if handler is None:
