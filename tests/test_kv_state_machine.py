@@ -647,3 +647,24 @@ def test_commands_round_trip_through_msgpack() -> None:
 def test_decode_rejects_what_is_not_a_command_map(data: bytes) -> None:
     with pytest.raises(c.InvalidCommand):
         c.decode(data)
+
+
+def test_change_listeners_hear_each_committed_batch_in_order() -> None:
+    from raftkv.kv.state_machine import KVStateMachine
+
+    machine = KVStateMachine()
+    heard: list[object] = []
+    machine.add_change_listener(heard.append)
+    machine.apply_command({"op": "put", "key": "a", "value": b"1"})
+    machine.begin_batch()
+    machine.apply_command({"op": "put", "key": "b", "value": b"2"})
+    machine.apply_command({"op": "delete", "key": "a"})
+    assert len(heard) == 1  # nothing is told before the batch commits
+    machine.commit_batch(7)
+    assert heard[1] == [(2, 0, "b", (b"2", 2, 2, 1)), (3, 0, "a", None)]
+    machine.begin_batch()
+    machine.apply_command({"op": "put", "key": "c", "value": b"3"})
+    machine.abort_batch()
+    assert len(heard) == 2  # an aborted batch is not told
+    machine.restore(machine.snapshot(), 9)
+    assert heard[2] is None  # a restore replaces everything

@@ -37,6 +37,11 @@ KV = dict[str, Any]
 Result = dict[str, Any]
 # key -> what the running txn made of it so far (None: absent)
 Overlay = dict[str, Record | None]
+# One write as applied: (revision, sub, key, record); record None is a delete.
+Change = tuple[int, int, str, Record | None]
+# Told after each committed batch: its writes in order, or None when the
+# whole state was replaced (a snapshot restore): re-read the store then.
+ChangeListener = Callable[[list[Change] | None], None]
 
 _COMPARE_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
@@ -98,6 +103,9 @@ class KVStateMachine:
             "compact": self._apply_compact,
         }
         self._batch: WriteTxn | None = None
+        self._changes: list[Change] = []  # writes of the open batch, for listeners
+        self._state_replaced = False  # the open batch restored a snapshot
+        self._change_listeners: list[ChangeListener] = []
         self._revision = 0
         self._compact_revision = 0
         self._applied_index = 0
@@ -125,6 +133,24 @@ class KVStateMachine:
     def store(self) -> Store:
         return self._store
 
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener`` after every committed batch (see ChangeListener).
+
+        Listeners run synchronously on the applying thread after the store
+        committed the batch, so a listener reading the store sees the writes;
+        they must be quick and must not raise (watch fan-out queues work and
+        returns)."""
+        self._change_listeners.append(listener)
+
+    def _write(self, txn: WriteTxn, key: str, record: Record | None, revision: int, sub: int) -> None:
+        _write(txn, key, record, revision, sub)
+        if self._change_listeners:
+            self._changes.append((revision, sub, key, record))
+
+    def _tell_listeners(self, changes: list[Change] | None) -> None:
+        for listener in self._change_listeners:
+            listener(changes)
+
     def close_store(self) -> None:
         """Close the store (an LMDB store syncs and marks itself clean)."""
         self._store.close()
@@ -151,11 +177,19 @@ class KVStateMachine:
             txn.commit()
         except BaseException:
             txn.abort()
+            self._changes, self._state_replaced = [], False
             raise
+        if self._state_replaced:
+            self._changes, self._state_replaced = [], False
+            self._tell_listeners(None)
+        elif self._changes:
+            changes, self._changes = self._changes, []
+            self._tell_listeners(changes)
 
     def abort_batch(self) -> None:
         """Drop the open batch (the in-memory counters are reloaded from the store)."""
         txn, self._batch = self._batch, None
+        self._changes, self._state_replaced = [], False
         if txn is not None:
             txn.abort()
             self.attach_store(self._store)
@@ -275,7 +309,7 @@ class KVStateMachine:
         else:
             create_revision, _mod, _sub, version = unpack(old)
             record = (value, create_revision, revision, version + 1)
-        _write(txn, key, record, revision, 0)
+        self._write(txn, key, record, revision, 0)
         self._revision = revision
         return {"ok": True, "revision": revision, "kv": _kv(key, record)}
 
@@ -285,7 +319,7 @@ class KVStateMachine:
         if txn.get("latest", mvcc.latest_key(key.encode())) is None:
             return {"ok": True, "revision": self._revision, "deleted": 0}
         self._revision += 1
-        _write(txn, key, None, self._revision, 0)
+        self._write(txn, key, None, self._revision, 0)
         return {"ok": True, "revision": self._revision, "deleted": 1}
 
     def _apply_delete_prefix(self, command: commands.Command) -> Result:
@@ -295,7 +329,7 @@ class KVStateMachine:
         if doomed:
             self._revision += 1
             for sub, key in enumerate(doomed):
-                _write(txn, key, None, self._revision, sub)
+                self._write(txn, key, None, self._revision, sub)
         return {"ok": True, "revision": self._revision, "deleted": len(doomed)}
 
     def _apply_noop(self, command: commands.Command) -> Result:
@@ -368,7 +402,7 @@ class KVStateMachine:
         if writes:
             self._revision = revision
             for sub, (key, record) in enumerate(writes):
-                _write(txn, key, record, revision, sub)
+                self._write(txn, key, record, revision, sub)
         return {"ok": True, "succeeded": succeeded, "revision": self._revision, "results": results}
 
     def _apply_txn_op(
@@ -579,6 +613,7 @@ class KVStateMachine:
         except BaseException:
             self.abort_batch()
             raise
+        self._changes, self._state_replaced = [], True
         if own_batch:
             self.commit_batch(applied_index)
         elif applied_index is not None:
