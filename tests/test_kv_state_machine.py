@@ -543,7 +543,7 @@ def test_restore_accepts_results_of_any_map_shape(sm: KVStateMachine) -> None:
     odd = [{"kv": 5}, {"kv": {"value": "text"}}, {"results": [None, {"kv": None}, {"kv": {"value": b"ab"}}]}, {}, None]
     fingerprint = b"f" * 16
     flat = [x for i, r in enumerate(odd) for x in (f"k{i}", fingerprint, r)]
-    image = msgpack.packb([FORMAT_VERSION, 0, 0, [], flat], use_bin_type=True)
+    image = msgpack.packb([FORMAT_VERSION, 0, 0, [], flat, {}], use_bin_type=True)
     sm.restore(image)
     assert sm.idempotency_keys == 5 and sm.snapshot() == image
 
@@ -589,12 +589,16 @@ def _set_record(index: int, value: Any) -> Any:
 BAD_SNAPSHOTS: dict[str, bytes] = {
     "garbage": b"\x00not msgpack at all\xc1",
     "empty": b"",
-    "truncated": msgpack.packb([FORMAT_VERSION, 1, 0, [], []])[:-1],
+    "truncated": msgpack.packb([FORMAT_VERSION, 1, 0, [], [], {}])[:-1],
     "not a list": msgpack.packb({"format": 1}),
     "empty list": msgpack.packb([]),
     "future format": corrupt(_set(0, FORMAT_VERSION + 1)),
     "bool format": corrupt(_set(0, True)),
-    "missing field": msgpack.packb([FORMAT_VERSION, 0, 0, []]),
+    "missing field": msgpack.packb([FORMAT_VERSION, 0, 0, [], []]),
+    "side tables not a map": corrupt(_set(5, [])),
+    "unknown side table": corrupt(_set(5, {"nope": []})),
+    "side table keys out of order": corrupt(_set(5, {"lease": [b"b", b"1", b"a", b"2"]})),
+    "side table value not bytes": corrupt(_set(5, {"auth": [b"a", "text"]})),
     "negative revision": corrupt(_set(1, -1)),
     "compact revision above revision": corrupt(_set(2, 10_000)),
     "compact revision not an int": corrupt(_set(2, "1")),
@@ -668,3 +672,22 @@ def test_change_listeners_hear_each_committed_batch_in_order() -> None:
     assert len(heard) == 2  # an aborted batch is not told
     machine.restore(machine.snapshot(), 9)
     assert heard[2] is None  # a restore replaces everything
+
+
+def test_side_tables_travel_in_snapshots_byte_for_byte() -> None:
+    from raftkv.kv.state_machine import KVStateMachine
+
+    machine = KVStateMachine()
+    machine.apply_command({"op": "put", "key": "a", "value": b"1"})
+    txn = machine.store.write()
+    txn.put("lease", b"\x00\x01", b"lease one")
+    txn.put("auth", b"user/root", b"\xff")
+    txn.commit()
+    other = KVStateMachine()
+    other.restore(machine.snapshot(), 3)
+    view = other.store.read()
+    assert list(view.scan("lease")) == [(b"\x00\x01", b"lease one")]
+    assert list(view.scan("auth")) == [(b"user/root", b"\xff")]
+    view.close()
+    assert other.snapshot() == machine.snapshot()
+    assert other.get("a")["value"] == b"1"

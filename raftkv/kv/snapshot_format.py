@@ -1,5 +1,12 @@
 """Byte format of a state machine snapshot.
 
+Format 4: ``msgpack([4, revision, compact_revision, history, idempotency,
+tables])``: format 3 plus ``tables``, a map from the name of each side
+table (leases, auth: ``EXTRA_TABLES`` of raftkv.kv.store) to a flat
+``[key, value, ...]`` list of its items in key order, bytes to bytes. The
+modules that own those tables give their bytes meaning; a snapshot only
+carries them.
+
 Format 3 (MVCC): ``msgpack([3, revision, compact_revision, history,
 idempotency])`` where ``history`` is one flat list ``[revision, sub, key,
 value, create_revision, version, ...]`` of every retained write in revision
@@ -9,7 +16,7 @@ unpacks several times faster than a list of lists), and ``idempotency`` is
 the byte bound dropped it). The same state always produces the same bytes,
 so replicas can be compared byte for byte.
 
-Still read: format 2 (``[2, revision, records, idempotency]``, the current
+Still read: format 3 (no side tables); format 2 (``[2, revision, records, idempotency]``, the current
 keys only: ``[key, value, create_revision, mod_revision, version, ...]`` in
 key order), which comes back as a history holding each key's last write and
 compacted at its revision; and format 1 (format 2 with ``[idem_key, result,
@@ -20,14 +27,15 @@ retry with one is refused rather than matched blindly.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from raftkv.kv.commands import FINGERPRINT_BYTES
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+_FORMAT_WITHOUT_TABLES = 3
 _FORMAT_CURRENT_KEYS_ONLY = 2
 _FORMAT_WITHOUT_FINGERPRINTS = 1
 
@@ -36,6 +44,8 @@ Record = tuple[bytes, int, int, int]
 # (revision, sub, key, value or None for a tombstone, create_revision, version)
 HistoryRecord = tuple[int, int, str, bytes | None, int, int]
 IdemEntry = tuple[str, bytes | None, dict[str, Any] | None]
+# side table name -> its items in key order
+Tables = dict[str, list[tuple[bytes, bytes]]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class SnapshotContents:
     history: list[HistoryRecord]  # in (revision, sub) order
     # (idempotency key, request fingerprint or None, result or None), oldest first
     idempotency: list[IdemEntry]
+    tables: Tables = field(default_factory=dict)
 
 
 def encode(
@@ -52,6 +63,7 @@ def encode(
     compact_revision: int,
     history: Iterable[HistoryRecord],
     idempotency: Iterable[IdemEntry],
+    tables: dict[str, Iterable[tuple[bytes, bytes]]] | None = None,
 ) -> bytes:
     flat_history: list[Any] = []
     for record in history:
@@ -60,9 +72,17 @@ def encode(
     for idem, fingerprint, result in idempotency:
         flat_idempotency += (idem, fingerprint, result)
     packer = msgpack.Packer(use_bin_type=True)
-    parts = [packer.pack_array_header(5), packer.pack(FORMAT_VERSION), packer.pack(revision), packer.pack(compact_revision)]
+    parts = [packer.pack_array_header(6), packer.pack(FORMAT_VERSION), packer.pack(revision), packer.pack(compact_revision)]
     parts += _packed_array(packer, flat_history)
     parts += _packed_array(packer, flat_idempotency)
+    named = sorted((tables or {}).items())
+    parts.append(packer.pack_map_header(len(named)))
+    for name, items in named:
+        flat_items: list[Any] = []
+        for key, value in items:
+            flat_items += (key, value)
+        parts.append(packer.pack(name))
+        parts += _packed_array(packer, flat_items)
     return b"".join(parts)
 
 
@@ -91,15 +111,18 @@ def decode(data: bytes) -> SnapshotContents:
     if type(top) is not list or not top:
         raise ValueError("snapshot must be a msgpack array starting with the format version")
     version = top[0]
-    readable = (FORMAT_VERSION, _FORMAT_CURRENT_KEYS_ONLY, _FORMAT_WITHOUT_FINGERPRINTS)
+    readable = (FORMAT_VERSION, _FORMAT_WITHOUT_TABLES, _FORMAT_CURRENT_KEYS_ONLY, _FORMAT_WITHOUT_FINGERPRINTS)
     if type(version) is not int or version not in readable:
         raise ValueError(
             f"unsupported snapshot format {version!r} "
             f"(this build reads {', '.join(str(v) for v in sorted(readable))})"
         )
-    fields = 5 if version == FORMAT_VERSION else 4
+    fields = {FORMAT_VERSION: 6, _FORMAT_WITHOUT_TABLES: 5}.get(version, 4)
     if len(top) != fields:
         raise ValueError(f"snapshot format {version} has {fields} fields, got {len(top)}")
+    tables: Tables = {}
+    if version == FORMAT_VERSION:
+        tables = _checked_tables(top.pop())
     revision = top[1]
     if type(revision) is not int or revision < 0:
         raise ValueError(f"snapshot revision must be a non-negative integer, got {revision!r}")
@@ -108,7 +131,7 @@ def decode(data: bytes) -> SnapshotContents:
     if type(flat_idempotency) is not list or len(flat_idempotency) % width:
         raise ValueError(f"snapshot idempotency table must be a flat list of {width}-field entries")
     idempotency = list(_checked_idempotency(flat_idempotency, width))
-    if version == FORMAT_VERSION:
+    if version in (FORMAT_VERSION, _FORMAT_WITHOUT_TABLES):
         compact_revision, flat_history = top[2], top[3]
         if type(compact_revision) is not int or not 0 <= compact_revision <= revision:
             raise ValueError(
@@ -117,7 +140,7 @@ def decode(data: bytes) -> SnapshotContents:
         if type(flat_history) is not list or len(flat_history) % 6:
             raise ValueError("snapshot history must be a flat list of 6-field records")
         history = list(_checked_history(flat_history, revision))
-        return SnapshotContents(revision, compact_revision, history, idempotency)
+        return SnapshotContents(revision, compact_revision, history, idempotency, tables)
     flat_records = top[2]
     if type(flat_records) is not list or len(flat_records) % 5:
         raise ValueError("snapshot records must be a flat list of 5-field records")
@@ -203,3 +226,26 @@ def _checked_idempotency(
             raise ValueError(f"snapshot idempotency entry {i // width}: duplicate key {idem!r}")
         seen.add(idem)
         yield idem, fingerprint, result
+
+
+def _checked_tables(raw: Any) -> Tables:
+    from raftkv.kv.store import EXTRA_TABLES
+
+    if type(raw) is not dict:
+        raise ValueError("snapshot side tables must be a map from table name to a flat item list")
+    tables: Tables = {}
+    for name, flat in raw.items():
+        if name not in EXTRA_TABLES:
+            raise ValueError(f"snapshot side table {name!r} is unknown (this build knows {', '.join(EXTRA_TABLES)})")
+        if type(flat) is not list or len(flat) % 2:
+            raise ValueError(f"snapshot side table {name!r} must be a flat [key, value, ...] list")
+        items: list[tuple[bytes, bytes]] = []
+        for i in range(0, len(flat), 2):
+            key, value = flat[i], flat[i + 1]
+            if type(key) is not bytes or type(value) is not bytes or not key:
+                raise ValueError(f"snapshot side table {name!r} item {i // 2}: key and value must be bytes")
+            if items and key <= items[-1][0]:
+                raise ValueError(f"snapshot side table {name!r} item {i // 2}: keys are not in increasing order")
+            items.append((key, value))
+        tables[name] = items
+    return tables

@@ -31,7 +31,7 @@ from raftkv.kv.idempotency import DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, Entry, Id
 from raftkv.kv.integers import format_int, in_int64_range, parse_int64
 from raftkv.kv.mvcc import META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION, int_bytes, pack, unpack
 from raftkv.kv.snapshot_format import Record
-from raftkv.kv.store import MemoryStore, ReadTxn, Store, WriteTxn
+from raftkv.kv.store import EXTRA_TABLES, MemoryStore, ReadTxn, Store, WriteTxn
 
 KV = dict[str, Any]
 Result = dict[str, Any]
@@ -596,8 +596,11 @@ class KVStateMachine:
             self.begin_batch()
         txn = self._txn()
         try:
-            for table in ("latest", "index", "history", "idem"):
+            for table in ("latest", "index", "history", "idem", *EXTRA_TABLES):
                 txn.clear(table)
+            for table, items in contents.tables.items():
+                for key, value in items:
+                    txn.put(table, key, value)
             latest: dict[str, tuple[int, int, bytes | None, int, int]] = {}
             for rev, sub, key, value, create_revision, version in contents.history:
                 rk = mvcc.rev_key(rev, sub)
@@ -626,6 +629,7 @@ def _encode_snapshot(txn: ReadTxn) -> bytes:
         mvcc.read_int(txn, META_COMPACT_REVISION),
         mvcc.history_items(txn),
         ((idem, fingerprint, result) for _seq, idem, fingerprint, result in mvcc.idempotency_items(txn)),
+        {table: txn.scan(table) for table in EXTRA_TABLES if txn.count(table)},
     )
 
 
