@@ -294,6 +294,12 @@ class KVStateMachine:
         assert txn is not None
         return txn
 
+    def side_table_txn(self) -> WriteTxn:
+        """The open batch's transaction, for a side table kept by the
+        engine rather than by a command (the members table: a committed
+        membership change writes there in the batch of its log index)."""
+        return self._txn()
+
     def _apply_put(self, command: commands.Command) -> Result:
         key = command.get("key")
         value = command.get("value")

@@ -29,8 +29,9 @@ import lmdb
 from sortedcontainers import SortedDict
 
 # Side tables: state of features beside the key space (leases, users and
-# roles), owned by their modules; snapshots carry them byte for byte.
-EXTRA_TABLES = ("lease", "auth")
+# roles, member addresses), owned by their modules; snapshots carry them
+# byte for byte.
+EXTRA_TABLES = ("lease", "auth", "members")
 # Every table a store holds. docs/state-machine.md says what each one keeps.
 TABLES = ("meta", "latest", "index", "history", "idem", *EXTRA_TABLES)
 
