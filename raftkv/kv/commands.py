@@ -18,7 +18,10 @@ from typing import Any
 
 import msgpack
 
-WRITE_OPS = frozenset({"put", "delete", "delete_prefix", "txn", "noop", "compact"})
+WRITE_OPS = frozenset(
+    {"put", "delete", "delete_prefix", "txn", "noop", "compact"}
+    | {"lease_grant", "lease_keepalive", "lease_revoke", "lease_expire"}  # raftkv/kv/leases.py
+)
 TXN_OPS = frozenset({"get", "put", "delete", "delete_prefix", "add"})
 COMPARE_TARGETS = frozenset({"value", "version", "create_revision", "mod_revision", "number"})
 COMPARE_OPERATORS = frozenset({"==", "!=", "<", "<=", ">", ">="})
@@ -48,8 +51,12 @@ def decode(data: bytes) -> Command:
 # Builders: the one place that spells each command's shape for callers.
 
 
-def put(key: str, value: bytes, idem: str | None = None) -> Command:
-    return _with_idem({"op": "put", "key": key, "value": value}, idem)
+def put(key: str, value: bytes, idem: str | None = None, lease: int = 0) -> Command:
+    """``lease``: attach the key to that lease (0: none; see raftkv/kv/leases.py)."""
+    command: Command = {"op": "put", "key": key, "value": value}
+    if lease:
+        command["lease"] = lease
+    return _with_idem(command, idem)
 
 
 def delete(key: str, idem: str | None = None) -> Command:
@@ -82,8 +89,11 @@ def txn_get(key: str) -> dict[str, Any]:
     return {"op": "get", "key": key}
 
 
-def txn_put(key: str, value: bytes) -> dict[str, Any]:
-    return {"op": "put", "key": key, "value": value}
+def txn_put(key: str, value: bytes, lease: int = 0) -> dict[str, Any]:
+    op: dict[str, Any] = {"op": "put", "key": key, "value": value}
+    if lease:
+        op["lease"] = lease
+    return op
 
 
 def txn_delete(key: str) -> dict[str, Any]:
@@ -206,6 +216,10 @@ def _check_txn_op(item: Any) -> None:
     require_key(item)
     if op == "put":
         require_value(item)
+        if "lease" in item:
+            lease = require_int(item, "lease")
+            if not 0 <= lease < 1 << 63:
+                raise InvalidCommand(f"'lease' must be a lease id from 1 to 2**63-1 (or 0), got {lease}")
     elif op == "add":
         require_int(item, "delta")
 

@@ -25,7 +25,7 @@ import operator
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from raftkv.kv import commands, mvcc, snapshot_format
+from raftkv.kv import commands, leases, mvcc, snapshot_format
 from raftkv.kv.commands import InvalidCommand
 from raftkv.kv.idempotency import DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, Entry, IdempotencyTable
 from raftkv.kv.integers import format_int, in_int64_range, parse_int64
@@ -102,6 +102,8 @@ class KVStateMachine:
             "noop": self._apply_noop,
             "compact": self._apply_compact,
         }
+        self.leases = leases.LeaseCommands(self._txn, self._delete_keys, lambda: self._revision)
+        self._handlers.update(self.leases.handlers())
         self._batch: WriteTxn | None = None
         self._changes: list[Change] = []  # writes of the open batch, for listeners
         self._state_replaced = False  # the open batch restored a snapshot
@@ -142,8 +144,11 @@ class KVStateMachine:
         returns)."""
         self._change_listeners.append(listener)
 
-    def _write(self, txn: WriteTxn, key: str, record: Record | None, revision: int, sub: int) -> None:
+    def _write(
+        self, txn: WriteTxn, key: str, record: Record | None, revision: int, sub: int, lease: int = 0
+    ) -> None:
         _write(txn, key, record, revision, sub)
+        leases.set_key_lease(txn, key, lease)  # a write without the lease detaches it
         if self._change_listeners:
             self._changes.append((revision, sub, key, record))
 
@@ -307,6 +312,11 @@ class KVStateMachine:
             commands.require_key(command)  # raises, naming the field
             commands.require_value(command)
         txn = self._txn()
+        lease = command.get("lease", 0)
+        if lease:
+            lease = leases.require_lease_id(command, "lease")
+            if leases.lease_record(txn, lease) is None:
+                return leases.not_found(lease, self._revision)
         revision = self._revision + 1
         # A put needs the old create_revision and version, not the old value.
         old = txn.get("latest", mvcc.latest_key(key.encode()))
@@ -315,9 +325,9 @@ class KVStateMachine:
         else:
             create_revision, _mod, _sub, version = unpack(old)
             record = (value, create_revision, revision, version + 1)
-        self._write(txn, key, record, revision, 0)
+        self._write(txn, key, record, revision, 0, lease)
         self._revision = revision
-        return {"ok": True, "revision": revision, "kv": _kv(key, record)}
+        return {"ok": True, "revision": revision, "kv": _kv(key, record, lease)}
 
     def _apply_delete(self, command: commands.Command) -> Result:
         key = commands.require_key(command)
@@ -340,6 +350,15 @@ class KVStateMachine:
 
     def _apply_noop(self, command: commands.Command) -> Result:
         return {"ok": True, "revision": self._revision}
+
+    def _delete_keys(self, keys: list[str]) -> int:
+        """Delete ``keys`` (all existing) at one new revision (lease revoke
+        and expiry); the revision after."""
+        txn = self._txn()
+        self._revision += 1
+        for sub, key in enumerate(keys):
+            self._write(txn, key, None, self._revision, sub)
+        return self._revision
 
     def _apply_compact(self, command: commands.Command) -> Result:
         revision = commands.require_int(command, "revision")
@@ -393,7 +412,7 @@ class KVStateMachine:
         # Ops see the writes of earlier ops through the overlay; nothing
         # reaches the store until every op of the branch has succeeded.
         overlay: Overlay = {}
-        writes: list[tuple[str, Record | None]] = []
+        writes: list[tuple[str, Record | None, int]] = []
         results: list[Result] = []
         try:
             for op in branch:
@@ -407,8 +426,8 @@ class KVStateMachine:
             }
         if writes:
             self._revision = revision
-            for sub, (key, record) in enumerate(writes):
-                self._write(txn, key, record, revision, sub)
+            for sub, (key, record, lease) in enumerate(writes):
+                self._write(txn, key, record, revision, sub, lease)
         return {"ok": True, "succeeded": succeeded, "revision": self._revision, "results": results}
 
     def _apply_txn_op(
@@ -417,7 +436,7 @@ class KVStateMachine:
         op: dict[str, Any],
         revision: int,
         overlay: Overlay,
-        writes: list[tuple[str, Record | None]],
+        writes: list[tuple[str, Record | None, int]],
     ) -> Result:
         name = op["op"]
         if name == "delete_prefix":
@@ -428,7 +447,7 @@ class KVStateMachine:
             for key in sorted(keys):
                 if (overlay[key] if key in overlay else _record(txn, key)) is not None:
                     overlay[key] = None
-                    writes.append((key, None))
+                    writes.append((key, None, 0))
                     deleted += 1
             return {"deleted": deleted}
         key = op["key"]
@@ -439,10 +458,14 @@ class KVStateMachine:
             if old is None:
                 return {"deleted": 0}
             overlay[key] = None
-            writes.append((key, None))
+            writes.append((key, None, 0))
             return {"deleted": 1}
+        lease = 0
         if name == "put":
             value = op["value"]
+            lease = op.get("lease", 0)
+            if lease and leases.lease_record(txn, lease) is None:
+                raise _TxnOpFailed("lease_not_found", f"put: lease {leases.format_id(lease)} does not exist")
         else:  # add
             current = 0 if old is None else parse_int64(old[0])
             if current is None:
@@ -461,8 +484,8 @@ class KVStateMachine:
             value = format_int(total)
         record = (value, revision, revision, 1) if old is None else (value, old[1], revision, old[3] + 1)
         overlay[key] = record
-        writes.append((key, record))
-        return {"kv": _kv(key, record)}
+        writes.append((key, record, lease))
+        return {"kv": _kv(key, record, lease)}
 
     def _invalid(self, exc: InvalidCommand) -> Result:
         return self._error(INVALID_COMMAND, str(exc))
@@ -514,7 +537,7 @@ class KVStateMachine:
         try:
             if revision is None or revision == self._revision:
                 record = _record(txn, key)
-                return None if record is None else _kv(key, record)
+                return None if record is None else _kv(key, record, leases.lease_of(txn, key))
             self._check_revision(revision)
             found = mvcc.version_at(txn, key.encode(), revision)
             if found is None or found[0] is None:
@@ -541,7 +564,8 @@ class KVStateMachine:
                 for key, data in _scan_latest(txn, prefix, start_after):
                     if limit is not None and len(kvs) == limit:
                         return kvs, True
-                    kvs.append(_kv(key.decode(), _latest_record(txn, data)))
+                    name = key.decode()
+                    kvs.append(_kv(name, _latest_record(txn, data), leases.lease_of(txn, name)))
                 return kvs, False
             self._check_revision(revision)
             after = None if start_after is None else start_after.encode()
@@ -731,14 +755,17 @@ def _kv_value(kv: KV, value: bytes | None) -> KV:
     return {"key": kv["key"], "value": value, **kv}
 
 
-def _kv(key: str, record: Record) -> KV:
-    return {
+def _kv(key: str, record: Record, lease: int = 0) -> KV:
+    kv = {
         "key": key,
         "value": record[0],
         "create_revision": record[1],
         "mod_revision": record[2],
         "version": record[3],
     }
+    if lease:  # only current reads know a key's lease (docs/leases.md)
+        kv["lease"] = lease
+    return kv
 
 
 def _quote(key: str) -> str:
