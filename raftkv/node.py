@@ -16,6 +16,7 @@ from raftkv.metrics import NodeMetrics
 from raftkv.server.hot_keys import HotKeys
 from raftkv.server.auto_compaction import AutoCompactor, interval_from_env
 from raftkv.server.http_api import HttpApi
+from raftkv.server import watch_routes
 from raftkv.tls import http_context_for, peer_tls_for
 
 log = logging.getLogger("raftkv.node")
@@ -60,7 +61,8 @@ async def serve(config: NodeConfig) -> None:
     api = HttpApi(
         engine, machine, config.limits, config.default_timeout, config.max_timeout, metrics=metrics, hot_keys=HotKeys()
     )
-    metrics.track(engine.status, lambda: api.pending_proposals)
+    watch_hub = watch_routes.install(api)
+    metrics.track(engine.status, lambda: api.pending_proposals, lambda: watch_hub.watcher_count)
     rotation = asyncio.create_task(rotate_hot_keys(api.hot_keys), name="hot keys window")
     background = [rotation]
     if config.auto_compaction_retention:
@@ -90,6 +92,7 @@ async def serve(config: NodeConfig) -> None:
         log.info("node %s stopping", config.node_id)
         for task in background:
             task.cancel()
+        watch_hub.close()  # open streams end now, not at cleanup's 60 s timeout
         await runner.cleanup()
         await engine.stop()
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from time import perf_counter
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -46,6 +46,9 @@ from raftkv.server.hot_keys import HotKeys
 from raftkv.server.idempotency import IDEMPOTENCY_ERROR_STATUS, InFlightKeys
 from raftkv.server.params import UINT63_MAX, decode_path, decode_query, parse_seconds, parse_uint
 from raftkv.server.responses import ApiError, json_response, no_leader
+
+if TYPE_CHECKING:
+    from raftkv.watch.hub import WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,8 @@ class HttpApi:
         # prefix -> handler given the decoded rest of the path; it checks
         # the method itself.
         self._subtrees: dict[str, SubtreeHandler] = {}
+        # Set by raftkv/server/watch_routes.install: blocking reads wait on it.
+        self.watch_hub: WatchHub | None = None
 
     def add_route(self, path: str, method: str, handler: Handler) -> None:
         """Serve ``method path`` (an exact path) with ``handler``; feature
