@@ -45,6 +45,14 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         "the address this node uses to reach each peer's --peer-listen (RAFTKV_PEERS)",
     )
     p.add_argument(
+        "--join",
+        metavar="URL[,URL...]",
+        help="start a NEW node (empty --data-dir) that asks the running cluster at these client URLs "
+        "to add it as a learner, then catches up; promote it with `raftkv member promote ID`. "
+        "Replaces --peers. In the directory of a `raftkv dev` cluster no other flag is needed "
+        "(id, data dir, ports and certificate are made up). A restart with the same flags rejoins nothing",
+    )
+    p.add_argument(
         "--engine",
         default=env_setting("ENGINE", DEFAULT_ENGINE),
         choices=ENGINES,
@@ -149,6 +157,14 @@ EXIT_USAGE = 2
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    if args.join:
+        from raftkv.join import JoinError, join_from_args
+
+        try:
+            join_from_args(args)  # fills in --id, --peers, ... from the cluster
+        except JoinError as exc:
+            print(f"raftkv serve: cannot join: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         config = config_from_args(args)
     except InsecurePeersError as exc:

@@ -91,6 +91,8 @@ class LocalNode:
     process: subprocess.Popen[bytes] | None = None
     scheme: str = "http"
     bind_retries: int = 0  # restarts after its port was briefly taken (wait_ready)
+    # A node added to a running cluster starts with --join these URLs, not --peers.
+    join_urls: list[str] | None = None
 
     @property
     def url(self) -> str:
@@ -175,13 +177,14 @@ class LocalCluster:
         return ",".join(f"{p.node_id}={addr(p)}" for p in self.nodes)
 
     def command(self, node: LocalNode) -> list[str]:
+        members = ["--join", ",".join(node.join_urls)] if node.join_urls else ["--peers", self.peers_arg(node)]
         return [
             sys.executable, "-m", "raftkv", "serve",
             "--id", node.node_id,
             "--data-dir", str(node.data_dir),
             "--listen", node.http_addr,
             "--peer-listen", node.peer_addr,
-            "--peers", self.peers_arg(node),
+            *members,
             "--engine", self.engine,
             *self._tls_args(node),
             *self.extra_args,
@@ -235,8 +238,39 @@ class LocalCluster:
 
     def start(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        # `raftkv serve --join` run in a dev cluster's directory reads it (raftkv/join.py).
+        (self.base_dir / "endpoints").write_text(",".join(self.endpoints) + "\n")
         for node in self.nodes:
             self.start_node(node.node_id)
+
+    def add_node(self, node_id: str | None = None, join_via: list[str] | None = None) -> LocalNode:
+        """A new node (free ports, an empty data dir) that joins the running
+        cluster as a learner through ``join_via`` (default: every current
+        node's URL); started at once. Promote it with POST /v1/members/{id}/promote."""
+        taken = {n.node_id for n in self.nodes}
+        if node_id is None:
+            node_id = next(f"n{i}" for i in range(1, len(taken) + 2) if f"n{i}" not in taken)
+        elif node_id in taken:
+            raise ValueError(f"node {node_id!r} already exists")
+        http_port, peer_port = free_ports(2)
+        node = LocalNode(
+            node_id=node_id,
+            http_addr=f"127.0.0.1:{http_port}",
+            peer_addr=f"127.0.0.1:{peer_port}",
+            data_dir=self.base_dir / node_id,
+            log_path=self.base_dir / f"{node_id}.log",
+            scheme="https" if self.client_tls else "http",
+            join_urls=join_via if join_via is not None else self.endpoints,
+        )
+        self.nodes.append(node)
+        self.start_node(node_id)
+        return node
+
+    def forget_node(self, node_id: str) -> None:
+        """Stop a node (one removed from the cluster) and drop it from this
+        LocalCluster; its data dir and log stay."""
+        self.terminate(node_id)
+        self.nodes = [n for n in self.nodes if n.node_id != node_id]
 
     def kill(self, node_id: str) -> None:
         """kill -9: no shutdown code runs, unsynced state is lost."""

@@ -17,6 +17,7 @@ from raftkv.server.hot_keys import HotKeys
 from raftkv.server.auto_compaction import AutoCompactor, interval_from_env
 from raftkv.server.http_api import HttpApi
 from raftkv.server import watch_routes
+from raftkv.server import member_routes
 from raftkv.tls import http_context_for, peer_tls_for
 
 log = logging.getLogger("raftkv.node")
@@ -61,6 +62,7 @@ async def serve(config: NodeConfig) -> None:
     api = HttpApi(
         engine, machine, config.limits, config.default_timeout, config.max_timeout, metrics=metrics, hot_keys=HotKeys()
     )
+    member_routes.install(api)
     watch_hub = watch_routes.install(api)
     metrics.track(engine.status, lambda: api.pending_proposals, lambda: watch_hub.watcher_count)
     rotation = asyncio.create_task(rotate_hot_keys(api.hot_keys), name="hot keys window")

@@ -30,7 +30,7 @@ from raftkv.raft.codec import encode_message
 from raftkv.raft.core import RaftCore
 from raftkv.raft.messages import Message, MsgType
 from raftkv.raft.ready import Ready
-from raftkv.raft.types import Entry, EntryKind, ProposalDropped, Role, Snapshot, SnapshotMeta, SoftState
+from raftkv.raft.types import ConfChange, Entry, EntryKind, ProposalDropped, Role, Snapshot, SnapshotMeta, SoftState
 from raftkv.storage import WAL, LogRecord, SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 SendMessage = Callable[[str, bytes], None]
 # Whether our connection to a peer is up (TcpTransport.stats()' "connected").
 PeerConnected = Callable[[str], bool]
+# The core's configuration changed: (membership-change entries just appended,
+# whether a snapshot was installed). The engine relinks the transport.
+MembershipChanged = Callable[[list[Entry], bool], None]
+# A committed membership-change entry, applied inside the state machine's batch.
+RecordMember = Callable[[Entry], None]
 _NORMAL = EntryKind.NORMAL
 _LEADER = Role.LEADER
 _APP = MsgType.APP
@@ -109,8 +114,13 @@ class RaftDriver:
         peer_connected: PeerConnected | None = None,
         leaderless_wait_ticks: int = 24,
         metrics: NodeMetrics | None = None,
+        on_membership: MembershipChanged | None = None,
+        record_member: RecordMember | None = None,
     ) -> None:
         self.core = core
+        self._on_membership = on_membership
+        self._record_member = record_member
+        self._seen_conf = (core.voters, core.learners)
         self.wal = wal
         self.snapshots = snapshots
         self.machine = machine
@@ -329,6 +339,23 @@ class RaftDriver:
             if ctx is not None:
                 self._read_index(ctx)
 
+    def propose_conf_change(self, change: ConfChange) -> None:
+        """Hand a membership change to the core (ProposalDropped,
+        InvalidConfChange as the core raises them) and wake the loop."""
+        self.core.propose_conf_change(change)
+        self._wake.set()
+
+    def _note_membership(self, rd: Ready) -> None:
+        """Tell the engine when the core's configuration changed (by this
+        Ready's appends, a truncation, or a snapshot) before anything is sent."""
+        core = self.core
+        conf = (core.voters, core.learners)
+        if conf[0] is self._seen_conf[0] and conf[1] is self._seen_conf[1]:
+            return
+        self._seen_conf = conf
+        if self._on_membership is not None:
+            self._on_membership([e for e in rd.entries if e.kind != _NORMAL], False)
+
     def _read_index(self, ctx: bytes) -> None:
         if not self._leader_usable:
             self.reads.requeue_round(ctx)
@@ -444,6 +471,7 @@ class RaftDriver:
         # follower's heartbeat answers and forwarded proposals and reads do
         # not wait for its disk.
         held = rd.messages
+        self._note_membership(rd)
         if not term_vote_changed and rd.snapshot is None:
             held = self._send_unless_ack(rd.messages)
         if rd.entries:
@@ -595,7 +623,10 @@ class RaftDriver:
             applied = index
             data = entry.data
             if entry.kind != _NORMAL or not data:
-                # A membership change (the core applies it) or a new leader's no-op.
+                # A membership change (the core applies it; its address goes
+                # to the members table) or a new leader's no-op.
+                if entry.kind != _NORMAL and self._record_member is not None:
+                    self._record_member(entry)
                 lost = proposals.applied(index, None, None)
             elif data.startswith(prefix):
                 seq = int.from_bytes(data[len(prefix) : seq_end], "big")
@@ -657,6 +688,9 @@ class RaftDriver:
             self.machine.restore(snapshot.data)
         self.core.applied_to(snapshot.meta.index)
         self.proposals.forget_through(snapshot.meta.index)
+        if self._on_membership is not None:
+            # The members table came with it: addresses of members added before its index.
+            self._on_membership([], True)
         log.info("node %s: installed a snapshot at index %d from the leader", self.core.id, snapshot.meta.index)
 
     def _maybe_snapshot(self) -> None:

@@ -18,11 +18,19 @@ from raftkv.config import NodeConfig, parse_host_port
 from raftkv.engine import Engine, EngineStatus, Member, StateMachine, StoredStateMachine
 from raftkv.engines.native.driver import RaftDriver
 from raftkv.engines.native.entry_codec import origin_prefix
+from raftkv.engines.native.membership import (
+    conf_changes,
+    encode_member_context,
+    learn_addresses,
+    load_join_record,
+    record_committed_change,
+    stored_addresses,
+)
 from raftkv.engines.native.readiness import readiness
 from raftkv.engines.native.recovery import recover, snapshot_meta_from_json
 from raftkv.engines.native.requests import ProposalBook, ReadBook
 from raftkv.metrics import NodeMetrics
-from raftkv.kv.store import LmdbStore
+from raftkv.kv.store import LmdbStore, map_size_for_quota
 from raftkv.errors import (
     EngineStoppedError,
     NoLeaderError,
@@ -32,7 +40,7 @@ from raftkv.errors import (
 )
 from raftkv.raft.codec import CodecError, decode_message
 from raftkv.raft.core import RaftCore
-from raftkv.raft.types import ProposalDropped, RaftConfig, Role
+from raftkv.raft.types import ConfChange, ConfChangeKind, Entry, InvalidConfChange, ProposalDropped, RaftConfig, Role
 from raftkv.storage import WAL, SnapshotStore
 from raftkv.tls import peer_tls_for
 from raftkv.transport.errors import PeerProtocolError
@@ -100,6 +108,23 @@ class NativeOptions:
         return cls(**values)
 
 
+class MembershipRefused(Exception):
+    """A membership change that does not fit the cluster now (HTTP 409)."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.extra = extra
+
+
+class UnknownMember(LookupError):
+    """No member has this id (HTTP 404)."""
+
+    def __init__(self, node_id: str, members: list[str]) -> None:
+        super().__init__(f"no member has id {node_id!r}; members: {', '.join(members)}")
+        self.node_id = node_id
+
+
 class NativeEngine(Engine):
     name = "native"
 
@@ -116,6 +141,10 @@ class NativeEngine(Engine):
         self._machine = machine
         self._id = config.node_id
         self._members = [Member(id=nid, peer_addr=addr) for nid, addr in sorted(config.peers.items())]
+        # Every member's peer address we know of (membership.py says where
+        # they come from); the transport links to the current members'.
+        self._addresses: dict[str, str] = dict(config.peers)
+        self._linked_conf: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         self._core: RaftCore | None = None
         self._driver: RaftDriver | None = None
         self._transport: TcpTransport | None = None
@@ -150,9 +179,15 @@ class NativeEngine(Engine):
             recovery = recover(snapshot_meta, wal.recovered, store_applied)
             if recovery.restore_snapshot:
                 self._restore_machine(loaded[1] if loaded is not None else None, recovery.applied)
+            # A node that joined replays its log on the configuration it was
+            # given when it was added (membership.py); a founding member on --peers.
+            joined = load_join_record(data_dir)
+            self._learn_stored_addresses()
+            learn_addresses(self._addresses, conf_changes(recovery.restored.entries))
             raft_config = RaftConfig(
                 node_id=self._id,
-                voters=tuple(sorted(config.peers)),
+                voters=joined.voters if joined is not None else tuple(sorted(config.peers)),
+                learners=joined.learners if joined is not None else (),
                 election_ticks=options.election_ticks,
                 heartbeat_ticks=options.heartbeat_ticks,
                 max_entries_per_msg=options.max_entries_per_msg,
@@ -175,9 +210,7 @@ class NativeEngine(Engine):
         transport = TcpTransport(
             self._id,
             listen_addr=parse_host_port(config.peer_addr),
-            peer_addrs={
-                nid: parse_host_port(addr) for nid, addr in config.peers.items() if nid != self._id
-            },
+            peer_addrs={nid: parse_host_port(addr) for nid, addr in self._member_addresses(core).items()},
             on_message=self._on_peer_message,
             max_frame_bytes=2 * options.max_message_bytes,
             cluster_id=config.cluster_id,
@@ -200,7 +233,10 @@ class NativeEngine(Engine):
             peer_connected=lambda peer: _connected(transport, peer),
             leaderless_wait_ticks=options.leaderless_wait_ticks,
             metrics=self.metrics,
+            on_membership=self._membership_changed,
+            record_member=self._record_member if isinstance(self._machine, StoredStateMachine) else None,
         )
+        self._linked_conf = (core.voters, core.learners)
         try:
             await transport.start()
         except BaseException:
@@ -223,7 +259,9 @@ class NativeEngine(Engine):
         machine = self._machine
         if not isinstance(machine, StoredStateMachine):
             return 0
-        store = await asyncio.to_thread(LmdbStore, self.config.data_dir / "kv")
+        store = await asyncio.to_thread(
+            LmdbStore, self.config.data_dir / "kv", map_size_for_quota(self.config.quota_backend_bytes)
+        )
         if store.rebuilt:
             log.warning(
                 "node %s: the state machine's store was not closed cleanly before a reboot, so it "
@@ -286,8 +324,12 @@ class NativeEngine(Engine):
             return
         # A refused message never reaches the core; raising PeerProtocolError
         # makes the transport close the connection it came on (and log once).
-        if sender not in self.config.peers and sender not in core.voters and sender not in core.learners:
-            raise PeerProtocolError(f"{sender!r} is not a member of this cluster")
+        # A node we know of (its address came with --peers or a membership
+        # change) that is no longer in the configuration was removed: its
+        # connection is closed. One we never heard of may be a member added
+        # while we lagged (a new leader, say): the log it sends tells us.
+        if sender not in core.voters and sender not in core.learners and sender in self._addresses:
+            raise PeerProtocolError(f"{sender!r} is not a member of this cluster (it was removed)")
         try:
             message = decode_message(payload)
         except CodecError as exc:
@@ -351,7 +393,7 @@ class NativeEngine(Engine):
                 not_ready_reason="the engine is not running",
             )
         voters, learners = set(core.voters), set(core.learners)
-        addrs = self.config.peers
+        addrs = self._addresses
         members = [
             Member(id=nid, peer_addr=addrs.get(nid, ""), voter=nid in voters)
             for nid in sorted(voters | learners)
@@ -405,6 +447,152 @@ class NativeEngine(Engine):
             if leader is not None and leader != old_leader and target_id in (None, leader):
                 return
         raise OutcomeUnknownError(f"leadership did not move within {timeout:g}s")
+
+    # ------------------------------------------------------------ membership
+
+    def _learn_stored_addresses(self) -> None:
+        machine = self._machine
+        if isinstance(machine, StoredStateMachine):
+            self._addresses.update(stored_addresses(machine.store))  # type: ignore[attr-defined]
+
+    def _member_addresses(self, core: RaftCore) -> dict[str, str]:
+        """The current members other than us whose address we know."""
+        addrs = self._addresses
+        return {nid: addrs[nid] for nid in (*core.voters, *core.learners) if nid != self._id and nid in addrs}
+
+    def _record_member(self, entry: Entry) -> None:
+        """A committed membership change: keep the members side table in step
+        (in the batch that also records the applied index)."""
+        record_committed_change(self._machine.side_table_txn(), entry)  # type: ignore[attr-defined]
+
+    def _membership_changed(self, entries: list[Entry], snapshot: bool) -> None:
+        """The core's configuration changed (``entries``: the membership
+        changes just appended; ``snapshot``: a snapshot was installed, so
+        the members table was replaced): link to the members, unlink the rest."""
+        core, transport = self._core, self._transport
+        if snapshot:
+            self._learn_stored_addresses()
+        learn_addresses(self._addresses, conf_changes(entries))
+        if core is None or transport is None:
+            return
+        self._sync_links(core, transport)
+
+    def _sync_links(self, core: RaftCore, transport: TcpTransport) -> None:
+        wanted = self._member_addresses(core)
+        for nid, addr in wanted.items():
+            transport.set_peer_addr(nid, parse_host_port(addr))
+        for nid in list(transport.stats()):
+            if nid not in wanted:
+                log.info("node %s: %s is no longer a member; closing its connection", self._id, nid)
+                transport.remove_peer(nid)
+        self._linked_conf = (core.voters, core.learners)
+
+    def _leading(self) -> tuple[RaftCore, RaftDriver]:
+        core, driver = self._running()
+        if core.role is not Role.LEADER:
+            raise NotLeaderError(
+                f"membership changes are made on the leader ({core.leader_id or 'none known'}); "
+                f"this node is {_ROLE_NAMES[core.role]}", core.leader_id,
+            )
+        return core, driver
+
+    def member_progress(self) -> dict[str, dict[str, Any]]:
+        """Per member, what the leader knows of its replication (empty on a follower)."""
+        core = self._core
+        if core is None:
+            return {}
+        status = core.status()
+        out: dict[str, dict[str, Any]] = {}
+        for nid, pr in status.progress.items():
+            out[nid] = {"match_index": pr.match, "state": pr.state, "recently_active": pr.recent_active}
+        return out
+
+    def learner_lag(self, node_id: str) -> int | None:
+        """Entries the learner is behind the leader's commit index, or None if
+        it is not replicating (never heard from, or receiving a snapshot)."""
+        core = self._core
+        assert core is not None
+        pr = core.progress.get(node_id)
+        if pr is None or not pr.recent_active or pr.state == "snapshot":
+            return None
+        return max(0, core.commit - pr.match)
+
+    async def add_learner(self, node_id: str, peer_addr: str, timeout: float) -> None:
+        """Add ``node_id`` as a learner at ``peer_addr``; returns once committed.
+        Raises MembershipRefused, NotLeaderError, NoLeaderError, OutcomeUnknownError."""
+        core, _ = self._leading()
+        if node_id == self._id or node_id in core.voters or node_id in core.learners:
+            raise MembershipRefused("member_exists", f"{node_id!r} is already a member")
+        change = ConfChange(ConfChangeKind.ADD_LEARNER, node_id, encode_member_context(peer_addr))
+        await self._change_membership(core, change, timeout)
+
+    async def promote(self, node_id: str, timeout: float, max_lag: int) -> None:
+        """Make the learner ``node_id`` a voter, if it has caught up (within
+        ``max_lag`` entries of the commit index)."""
+        core, _ = self._leading()
+        if node_id in core.voters:
+            raise MembershipRefused("not_a_learner", f"{node_id!r} is already a voter")
+        if node_id not in core.learners:
+            raise UnknownMember(node_id, sorted((*core.voters, *core.learners)))
+        lag = self.learner_lag(node_id)
+        if lag is None or lag > max_lag:
+            behind = "has not been heard from recently" if lag is None else f"is {lag} entries behind the commit index"
+            raise MembershipRefused(
+                "learner_not_caught_up",
+                f"learner {node_id!r} {behind}; it may be promoted once it is within {max_lag} entries",
+                lag=lag,
+            )
+        await self._change_membership(core, ConfChange(ConfChangeKind.PROMOTE, node_id), timeout)
+
+    async def remove_member(self, node_id: str, timeout: float) -> None:
+        """Remove ``node_id``, unless the voters left could not form a quorum."""
+        core, _ = self._leading()
+        if node_id not in core.voters and node_id not in core.learners:
+            raise UnknownMember(node_id, sorted((*core.voters, *core.learners)))
+        if node_id in core.voters:
+            remaining = [v for v in core.voters if v != node_id]
+            if not remaining:
+                raise MembershipRefused("would_lose_quorum", "cannot remove the last voter")
+            # Voters the leader heard from within an election timeout (itself
+            # included while it stays): a removal that leaves fewer than a
+            # majority of the new configuration reachable would stop the cluster.
+            active = [v for v in remaining if v == self._id or (
+                (pr := core.progress.get(v)) is not None and pr.recent_active)]
+            needed = len(remaining) // 2 + 1
+            if len(active) < needed:
+                raise MembershipRefused(
+                    "would_lose_quorum",
+                    f"removing {node_id!r} would leave {len(remaining)} voters of which only "
+                    f"{len(active)} are reachable ({', '.join(sorted(active)) or 'none'}); "
+                    f"a quorum needs {needed}",
+                )
+        await self._change_membership(core, ConfChange(ConfChangeKind.REMOVE, node_id), timeout)
+
+    async def _change_membership(self, core: RaftCore, change: ConfChange, timeout: float) -> None:
+        driver = self._driver
+        assert driver is not None and self._transport is not None
+        try:
+            driver.propose_conf_change(change)
+        except ProposalDropped as exc:
+            raise MembershipRefused("change_pending", str(exc)) from None
+        except InvalidConfChange as exc:
+            raise MembershipRefused("invalid_change", str(exc)) from None
+        index, term = core.log.last_index(), core.term
+        # The core adopted the change on append: link to a new member (or
+        # drop a removed one) now, before the driver's next Ready sends.
+        learn_addresses(self._addresses, [change])
+        self._sync_links(core, self._transport)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            log_term = core.log.term(index) if index > core.log.offset else term
+            if log_term != term:
+                raise NoLeaderError("leadership changed and the membership change was overwritten; it was not applied")
+            if core.commit >= index:
+                return
+            if loop.time() >= deadline:
+                raise OutcomeUnknownError(f"the membership change did not commit within {timeout:g}s")
+            await asyncio.sleep(self.options.tick_ms / 1000 / 5)
 
     # ------------------------------------------------------------ inspection
 
