@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 
 from raftkv import cli_client, cli_tls
-from raftkv.config import DEFAULT_ENGINE, ENGINES, env_setting, InsecurePeersError, NodeConfig, parse_peers
+from raftkv.config import (
+    DEFAULT_ENGINE,
+    DEFAULT_QUOTA_BACKEND_BYTES,
+    ENGINES,
+    env_setting,
+    InsecurePeersError,
+    NodeConfig,
+    parse_peers,
+)
 from raftkv.kv.limits import Limits
 
 DEFAULT_LIMITS = Limits()
@@ -107,6 +115,15 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         "revisions (reads below answer 410 compacted); give every node the same value "
         "(default 0: only POST /v1/compaction compacts)",
     )
+    p.add_argument(
+        "--quota-backend-bytes",
+        type=int,
+        default=env_setting("QUOTA_BACKEND_BYTES", str(DEFAULT_QUOTA_BACKEND_BYTES)),
+        metavar="BYTES",
+        help="while the store's pages in use exceed this, writes that add data get 507 no_space "
+        "(reads, deletes and compaction still work, and free room); 0: no quota "
+        "(default %(default)s = 16 GiB; RAFTKV_QUOTA_BACKEND_BYTES)",
+    )
     p.add_argument("--log-level", default=env_setting("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING... (RAFTKV_LOG_LEVEL)")
     p.set_defaults(func=_run_serve, parser=p)
 
@@ -147,6 +164,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         ),
         default_timeout=args.timeout,
         auto_compaction_retention=args.auto_compaction_retention,
+        quota_backend_bytes=args.quota_backend_bytes,
     )
 
 

@@ -279,13 +279,13 @@ def _cmd_txn(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK if result.succeeded else EXIT_FAILED
 
 
-STATUS_COLUMNS = ("endpoint", "node_id", "role", "term", "leader_id", "commit", "applied", "revision", "engine")
+STATUS_COLUMNS = ("endpoint", "node_id", "role", "term", "leader_id", "commit", "applied", "revision", "engine", "space")
 
 
 def _status_row(endpoint: str, status: NodeStatus | Exception) -> list[str]:
     if isinstance(status, Exception):
         reason = getattr(status, "code", None) or _short_reason(status)
-        return [endpoint, "-", f"unreachable ({reason})", "-", "-", "-", "-", "-", "-"]
+        return [endpoint, "-", f"unreachable ({reason})", "-", "-", "-", "-", "-", "-", "-"]
     return [
         endpoint,
         status.node_id,
@@ -296,7 +296,20 @@ def _status_row(endpoint: str, status: NodeStatus | Exception) -> list[str]:
         str(status.applied_index),
         str(status.revision),
         status.engine,
+        _space(status.quota),
     ]
+
+
+def _space(quota: dict[str, Any] | None) -> str:
+    """The store's pages in use against its quota, e.g. '12.0MiB/16.0GiB', and NOSPACE past it."""
+    if not quota or quota.get("used_bytes") is None:
+        return "-"
+    text = _mib(quota["used_bytes"]) + ("/" + _mib(quota["quota_bytes"]) if quota.get("quota_bytes") else "")
+    return text + (" NOSPACE" if quota.get("no_space") else "")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 30):.1f}GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f}MiB"
 
 
 def _short_reason(exc: Exception) -> str:

@@ -19,6 +19,8 @@ def env_setting(name: str, default: str | None = None) -> str | None:
 
 DEFAULT_ENGINE = "native"
 DEFAULT_CLUSTER_ID = "raftkv"
+# etcd's --quota-backend-bytes; the LMDB map is sized past it (kv/store.py).
+DEFAULT_QUOTA_BACKEND_BYTES = 16 << 30
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -98,12 +100,17 @@ class NodeConfig:
     http_tls: HttpTLSFiles | None = None
     # The leader proposes compacting all but the last N revisions (0: never).
     auto_compaction_retention: int = 0
+    # Writes that would grow the store are refused (507 no_space) while its
+    # pages in use exceed this many bytes (0: no quota); see docs/storage.md.
+    quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
 
     def __post_init__(self) -> None:
         if self.auto_compaction_retention < 0:
             raise ValueError(
                 f"--auto-compaction-retention must be 0 (off) or a number of revisions, got {self.auto_compaction_retention}"
             )
+        if self.quota_backend_bytes < 0:
+            raise ValueError(f"--quota-backend-bytes must be 0 (no quota) or a number of bytes, got {self.quota_backend_bytes}")
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.node_id not in self.peers:

@@ -15,6 +15,7 @@ from raftkv.kv.state_machine import KVStateMachine
 from raftkv.metrics import NodeMetrics
 from raftkv.server.hot_keys import HotKeys
 from raftkv.server.auto_compaction import AutoCompactor, interval_from_env
+from raftkv.server import quota
 from raftkv.server.http_api import HttpApi
 from raftkv.server import watch_routes
 from raftkv.server import member_routes
@@ -65,6 +66,7 @@ async def serve(config: NodeConfig) -> None:
     member_routes.install(api)
     watch_hub = watch_routes.install(api)
     metrics.track(engine.status, lambda: api.pending_proposals, lambda: watch_hub.watcher_count)
+    quota.install(api, config.quota_backend_bytes)
     rotation = asyncio.create_task(rotate_hot_keys(api.hot_keys), name="hot keys window")
     background = [rotation]
     if config.auto_compaction_retention:

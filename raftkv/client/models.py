@@ -126,6 +126,9 @@ class NodeStatus:
     engine: str
     revision: int
     members: list[MemberInfo] = field(default_factory=list)
+    # The space quota section of /v1/status (quota_bytes, used_bytes,
+    # no_space), when the server has one.
+    quota: dict[str, Any] | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -261,6 +264,7 @@ def parse_status(obj: Any, endpoint: str) -> NodeStatus:
         engine=_field(o, "engine", str, where),
         revision=_field(o, "revision", int, where),
         members=members,
+        quota=dict(o["quota"]) if isinstance(o.get("quota"), Mapping) else None,
     )
 
 

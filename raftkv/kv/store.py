@@ -96,6 +96,12 @@ class Store(abc.ABC):
     def close(self) -> None:
         """Release files and memory maps."""
 
+    def used_bytes(self) -> int | None:
+        """Bytes the tables' pages take (what a space quota counts; pages
+        freed by deletes and compaction are not counted); None where the
+        store cannot tell (in memory)."""
+        return None
+
 
 # ---------------------------------------------------------------- in memory
 
@@ -196,6 +202,13 @@ class MemoryStore(Store):
 
 # The map is the most the file may grow to (address space, not memory).
 DEFAULT_MAP_SIZE = 64 << 30
+
+
+def map_size_for_quota(quota_bytes: int) -> int:
+    """A map with room past a space quota (raftkv/server/quota.py): writes
+    proposed just under the quota may take the store past it, and an apply
+    must never fail for want of map space."""
+    return max(DEFAULT_MAP_SIZE, 2 * quota_bytes)
 
 
 def explain_write_failure(path: Path, exc: lmdb.Error) -> OSError | lmdb.Error:
@@ -376,3 +389,15 @@ class LmdbStore(Store):
 
     def file_bytes(self) -> int:
         return os.path.getsize(self.path / "data.mdb")
+
+    def used_bytes(self) -> int:
+        """Pages in use by every table (branch, leaf and overflow pages),
+        in bytes. Unlike the file size, which never shrinks, this drops
+        when deletes and compaction free pages (LMDB reuses them)."""
+        env_stat = self._env.stat()
+        pages = env_stat["branch_pages"] + env_stat["leaf_pages"] + env_stat["overflow_pages"]
+        with self._env.begin() as txn:
+            for db in self._dbs.values():
+                stat = txn.stat(db)
+                pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        return int(pages * env_stat["psize"])

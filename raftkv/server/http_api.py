@@ -108,6 +108,11 @@ class HttpApi:
         # prefix -> handler given the decoded rest of the path; it checks
         # the method itself.
         self._subtrees: dict[str, SubtreeHandler] = {}
+        # Called with each command before it is proposed; one raises ApiError
+        # to refuse it (the space quota: raftkv/server/quota.py).
+        self.write_guards: list[Callable[[dict[str, Any]], None]] = []
+        # Extra top-level fields of /v1/status: name -> what to show.
+        self.status_sections: dict[str, Callable[[], Any]] = {}
         # Set by raftkv/server/watch_routes.install: blocking reads wait on it.
         self.watch_hub: WatchHub | None = None
 
@@ -431,6 +436,8 @@ class HttpApi:
 
     async def _propose(self, command: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         timeout = self._timeout(query)
+        for guard in self.write_guards:
+            guard(command)
         self.pending_proposals += 1
         try:
             with self._in_flight.hold(command.get("idem")):
@@ -475,6 +482,8 @@ class HttpApi:
         with self.engine.state_lock:
             body["revision"] = self.machine.revision
             body["compact_revision"] = self.machine.compact_revision
+        for name, section in self.status_sections.items():
+            body[name] = section()
         return json_response(body)
 
     async def transfer_leadership(self, request: web.BaseRequest) -> web.Response:
