@@ -32,6 +32,10 @@ CONTRACT_OPERATIONS = {
     ("get", "/readyz"),
     ("get", "/v1/hotkeys"),
     ("get", "/metrics"),
+    ("get", "/v1/members"),
+    ("post", "/v1/members"),
+    ("post", "/v1/members/{id}/promote"),
+    ("delete", "/v1/members/{id}"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 

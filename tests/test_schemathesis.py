@@ -56,6 +56,12 @@ def test_the_api_answers_as_its_spec_says(case: schemathesis.Case, cluster: Loca
         )
         assert response.status_code == 400, response.text
         return
+    if case.operation.path == "/v1/members/{id}" and (case.path_parameters or {}).get("id") in {
+        n.node_id for n in cluster.nodes
+    }:
+        # Removing a founding voter would change the cluster under the
+        # later examples; tests/test_membership.py covers removals.
+        return
     if case.operation.path == "/v1/leadership/transfer":
         # A transfer may time out (504 transfer_timeout) or meet an election
         # (503): documented answers, so only a 500 is a server error here.

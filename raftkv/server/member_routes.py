@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from raftkv.config import parse_host_port
 from raftkv.errors import EngineStoppedError, NoLeaderError, NotLeaderError, OutcomeUnknownError
 from raftkv.server.http_api import HttpApi, _json_body, _method_not_allowed, _query
 from raftkv.server.responses import ApiError, json_response, no_leader
@@ -28,6 +27,8 @@ PROMOTE_MAX_LAG = 1000
 # Node ids name certificates (URI SAN raftkv://node/<id>) and data dirs.
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _ADD_FIELDS = {"id", "peer_addr", "learner"}
+# HOST:PORT with a DNS name, IPv4 or [IPv6] host (api/openapi.yaml has the same pattern).
+_PEER_ADDR = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]):(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})\Z")
 
 
 class MembershipEngine(Protocol):
@@ -169,8 +170,9 @@ def _parse_add(payload: Any) -> tuple[str, str]:
         )
     node_id, peer_addr = payload["id"], payload["peer_addr"]
     _check_node_id(node_id)
-    try:
-        parse_host_port(peer_addr)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_argument", f"'peer_addr' must be HOST:PORT: {exc}") from None
+    if not _PEER_ADDR.match(peer_addr):
+        raise ApiError(
+            400, "invalid_argument",
+            f"'peer_addr' must be HOST:PORT (a DNS name, IPv4 or [IPv6] address, port 1-65535), got {peer_addr[:80]!r}",
+        )
     return node_id, peer_addr
