@@ -90,7 +90,7 @@ class HarnessCluster:
             self.cluster.stop()
         finally:
             self.logs_dir.mkdir(parents=True, exist_ok=True)
-            for node in self.cluster.nodes:
+            for node in [*self.cluster.nodes, *self.cluster.retired]:
                 if node.log_path.exists():
                     shutil.copyfile(node.log_path, self.logs_dir / f"{node.node_id}.log")
             if self.proxies is not None:

@@ -144,6 +144,7 @@ class LocalCluster:
         ]
         self.router = router
         self.die_with_owner = die_with_owner
+        self.retired: list[LocalNode] = []  # nodes forget_node dropped (removed members)
         if peer_tls is None:
             peer_tls = engine != "pysyncobj"
         elif peer_tls and engine == "pysyncobj":
@@ -243,10 +244,14 @@ class LocalCluster:
         for node in self.nodes:
             self.start_node(node.node_id)
 
-    def add_node(self, node_id: str | None = None, join_via: list[str] | None = None) -> LocalNode:
+    def add_node(
+        self, node_id: str | None = None, join_via: list[str] | None = None, http_addr: str | None = None
+    ) -> LocalNode:
         """A new node (free ports, an empty data dir) that joins the running
         cluster as a learner through ``join_via`` (default: every current
-        node's URL); started at once. Promote it with POST /v1/members/{id}/promote."""
+        node's URL); started at once. Promote it with POST /v1/members/{id}/promote.
+        ``http_addr``: its client address (e.g. a replaced node's, so clients
+        that know that URL keep working)."""
         taken = {n.node_id for n in self.nodes}
         if node_id is None:
             node_id = next(f"n{i}" for i in range(1, len(taken) + 2) if f"n{i}" not in taken)
@@ -255,7 +260,7 @@ class LocalCluster:
         http_port, peer_port = free_ports(2)
         node = LocalNode(
             node_id=node_id,
-            http_addr=f"127.0.0.1:{http_port}",
+            http_addr=http_addr or f"127.0.0.1:{http_port}",
             peer_addr=f"127.0.0.1:{peer_port}",
             data_dir=self.base_dir / node_id,
             log_path=self.base_dir / f"{node_id}.log",
@@ -270,6 +275,7 @@ class LocalCluster:
         """Stop a node (one removed from the cluster) and drop it from this
         LocalCluster; its data dir and log stay."""
         self.terminate(node_id)
+        self.retired += [n for n in self.nodes if n.node_id == node_id]
         self.nodes = [n for n in self.nodes if n.node_id != node_id]
 
     def kill(self, node_id: str) -> None:

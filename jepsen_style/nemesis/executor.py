@@ -11,6 +11,7 @@ from typing import Any, Callable
 from raftkv.local_cluster import LocalCluster
 
 from jepsen_style.nemesis.link_proxies import LinkProxies
+from jepsen_style.nemesis.membership import MembershipNemesis
 from jepsen_style.nemesis.partitions import Partition, bridge, isolate, one_way, random_halves
 from jepsen_style.nemesis.schedule import PlannedFault, choose_nodes
 
@@ -48,6 +49,7 @@ class Nemesis:
         self.faults_injected = 0
         self._paused: set[str] = set()
         self._latency = False
+        self.membership = MembershipNemesis(cluster, rng)
 
     @property
     def node_ids(self) -> list[str]:
@@ -64,6 +66,13 @@ class Nemesis:
             await self.heal(fault)
 
     async def inject(self, kind: str) -> ActiveFault:
+        if kind == "membership":
+            # Chosen and done in one step: which voter goes depends on who leads now.
+            change = await asyncio.to_thread(self.membership.replace_start)
+            fault = ActiveFault(kind, [n for n in (change.get("removed"), change.get("added")) if n])
+            self.record(kind, {**fault.describe(), **change}, "start")
+            self.faults_injected += "added" in change
+            return fault
         if kind in ("kill", "kill-leader", "kill-minority", "pause", "pause-leader"):
             leader = await asyncio.to_thread(self.cluster.leader) if kind.endswith("-leader") else None
             fault = ActiveFault(kind, choose_nodes(kind, self.node_ids, leader, self.rng))
@@ -109,6 +118,10 @@ class Nemesis:
         return self.proxies
 
     async def heal(self, fault: ActiveFault) -> None:
+        if fault.kind == "membership":
+            promoted = await asyncio.to_thread(self.membership.promote, fault.nodes[1]) if len(fault.nodes) == 2 else {}
+            self.record(fault.kind, {**fault.describe(), **promoted}, "end")
+            return
         await asyncio.to_thread(self._heal, fault)
         self.record(fault.kind, fault.describe(), "end")
 
@@ -137,6 +150,7 @@ class Nemesis:
         for node in self.cluster.nodes:
             if not node.running:
                 self.cluster.start_node(node.node_id)
+        self.membership.promote_all()  # a replacement left a learner by the end of the run
         if self.proxies is not None:
             self.proxies.heal()
             if self._latency:
