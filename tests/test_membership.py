@@ -226,3 +226,37 @@ def test_member_cli(make_cluster: Callable[..., LocalCluster], tmp_path: Path) -
     assert "n7" not in cli("list").stdout
     missing = cli("remove", "n7")
     assert missing.returncode != 0 and "not_found" in missing.stderr
+
+
+def test_join_in_a_dev_directory_needs_no_other_flag(tmp_path: Path) -> None:
+    """`raftkv serve --join URL` run where `raftkv dev` keeps .raftkv-dev:
+    id, data dir, ports and certificate are made up from the dev cluster."""
+    c = LocalCluster(tmp_path / ".raftkv-dev", nodes=3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
+    joiner: subprocess.Popen[bytes] | None = None
+    try:
+        c.start()
+        c.wait_ready()
+        with open(tmp_path / "joiner.log", "wb") as log:
+            joiner = subprocess.Popen([sys.executable, "-m", "raftkv", "serve", "--join", c.endpoints[0]],
+                                      cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+        def joined() -> bool:
+            assert joiner is not None and joiner.poll() is None, (tmp_path / "joiner.log").read_text()
+            leader = c.leader()
+            return leader is not None and members(c.node(leader).url).get("n4") == "learner"
+
+        wait_for(joined, what="n4 joined as a learner")
+        assert (tmp_path / ".raftkv-dev" / "n4" / "join.json").exists()
+        assert (tmp_path / ".raftkv-dev" / "certs" / "n4.pem").exists()
+        # It catches up over mutual TLS with its new certificate.
+        leader = c.leader()
+        assert leader is not None
+        assert call("PUT", f"{c.node(leader).url}/v1/kv/dev-join", b"v").status == 200
+        promoted = on_leader(c, "POST", "/v1/members/n4/promote", retry_codes=("learner_not_caught_up",))
+        assert promoted.status == 200, promoted.body
+    finally:
+        if joiner is not None:
+            joiner.terminate()
+            joiner.wait(10)
+        c.stop()
