@@ -15,7 +15,7 @@ from raftkv.kv.state_machine import KVStateMachine
 from raftkv.metrics import NodeMetrics
 from raftkv.server.hot_keys import HotKeys
 from raftkv.server.auto_compaction import AutoCompactor, interval_from_env
-from raftkv.server import quota
+from raftkv.server import loop_lag, quota, snapshot_routes
 from raftkv.server.http_api import HttpApi
 from raftkv.server import watch_routes
 from raftkv.server import member_routes
@@ -69,6 +69,8 @@ async def serve(config: NodeConfig) -> None:
     quota.install(api, config.quota_backend_bytes)
     rotation = asyncio.create_task(rotate_hot_keys(api.hot_keys), name="hot keys window")
     background = [rotation]
+    background.append(loop_lag.install(api))
+    snapshot_routes.install(api)
     if config.auto_compaction_retention:
         compactor = AutoCompactor(engine, machine, config.auto_compaction_retention, interval_from_env())
         background.append(asyncio.create_task(compactor.run(), name="auto-compaction"))

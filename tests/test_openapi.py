@@ -36,6 +36,7 @@ CONTRACT_OPERATIONS = {
     ("post", "/v1/members"),
     ("post", "/v1/members/{id}/promote"),
     ("delete", "/v1/members/{id}"),
+    ("get", "/v1/snapshot"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 

@@ -131,6 +131,17 @@ class KVStateMachine:
         if old is not store:
             old.close()
 
+    def swap_store(self, store: Store) -> Store:
+        """Keep the state in ``store`` (an installed snapshot: a whole new
+        state) from now on; return the old store, still open, for the
+        caller to close off the event loop (closing syncs). Listeners hear
+        that the whole state was replaced."""
+        old = self._store
+        self._store = store  # attach_store closes only a store it replaces
+        self.attach_store(store)
+        self._tell_listeners(None)
+        return old
+
     @property
     def store(self) -> Store:
         return self._store

@@ -22,8 +22,11 @@ import abc
 import errno
 import os
 import resource
+import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import lmdb
 from sortedcontainers import SortedDict
@@ -303,9 +306,30 @@ class _LmdbTxn(WriteTxn):
         self._txn.abort()  # a read transaction ends by aborting it
 
 
+class _CountedView(_LmdbTxn):
+    def __init__(self, store: LmdbStore, env: lmdb.Environment, dbs: dict[str, lmdb._Database]) -> None:
+        super().__init__(env, dbs, write=False)
+        self._store: LmdbStore | None = store
+
+    def close(self) -> None:
+        super().close()
+        store, self._store = self._store, None
+        if store is not None:
+            store._view_closed()
+
+
+# How long closing a store waits for other threads' views (a copy in progress).
+_VIEW_CLOSE_WAIT_SECONDS = 120.0
 _BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 _META_BOOT_ID = b"store_boot_id"
 _META_CLOSED_CLEAN = b"store_closed_clean"
+
+
+def mark_closed_clean(txn: lmdb.Transaction, meta_db: lmdb._Database) -> None:
+    """Mark a store as closed cleanly (synced) in its meta table: opened
+    again it is trusted even after a reboot. An installed snapshot's file
+    is written and synced whole, so it gets the mark."""
+    txn.put(_META_CLOSED_CLEAN, b"1", db=meta_db)
 
 
 def current_boot_id() -> bytes:
@@ -334,6 +358,7 @@ class LmdbStore(Store):
         """``boot_id`` overrides the machine's (tests simulate a reboot)."""
         os.makedirs(path, exist_ok=True)
         self.path = path
+        self.map_size = map_size
         self._env = lmdb.open(
             str(path),
             map_size=map_size,
@@ -348,6 +373,8 @@ class LmdbStore(Store):
         self._dbs = {name: self._env.open_db(name.encode()) for name in TABLES}
         self.rebuilt = False  # opened untrusted (see the class doc) and emptied
         self._closed = False
+        self._open_views = 0
+        self._views_closed = threading.Condition()
         boot = boot_id if boot_id is not None else current_boot_id()
         with self._env.begin(write=True) as txn:
             meta = self._dbs["meta"]
@@ -366,7 +393,32 @@ class LmdbStore(Store):
         return _LmdbTxn(self._env, self._dbs, write=False)
 
     def frozen(self) -> ReadTxn:
-        return self.read()  # an LMDB read transaction already is a frozen view
+        """A read transaction (already a frozen view), counted: close()
+        waits for the views other threads still read (a snapshot copy)."""
+        with self._views_closed:
+            self._open_views += 1
+        return _CountedView(self, self._env, self._dbs)
+
+    def _view_closed(self) -> None:
+        with self._views_closed:
+            self._open_views -= 1
+            self._views_closed.notify_all()
+
+    def copy_into(self, view: ReadTxn, out: BinaryIO, scratch: Path) -> None:
+        """Write a compacted copy of the LMDB file as ``view`` (one of this
+        store's frozen views) sees it into ``out``, by way of ``scratch``
+        (a directory made and removed here). LMDB copies in C with the GIL
+        released; the file is then moved over in pieces."""
+        if not isinstance(view, _LmdbTxn):
+            raise TypeError("copy_into needs a view of this store")
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        try:
+            self._env.copy(str(scratch), compact=True, txn=view._txn)
+            with open(scratch / "data.mdb", "rb") as copied:
+                shutil.copyfileobj(copied, out, 1 << 20)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def write(self) -> WriteTxn:
         return _LmdbTxn(self._env, self._dbs, write=True, path=self.path)
@@ -378,10 +430,13 @@ class LmdbStore(Store):
             raise explain_write_failure(self.path, exc) from exc
 
     def close(self) -> None:
-        """Sync, mark the store closed cleanly, and close it."""
+        """Sync, mark the store closed cleanly, and close it (after the
+        frozen views other threads still read are closed)."""
         if self._closed:
             return
         self._closed = True
+        with self._views_closed:
+            self._views_closed.wait_for(lambda: self._open_views == 0, timeout=_VIEW_CLOSE_WAIT_SECONDS)
         with self._env.begin(write=True) as txn:
             txn.put(_META_CLOSED_CLEAN, b"1", db=self._dbs["meta"])
         self._env.sync(True)

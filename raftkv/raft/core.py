@@ -13,7 +13,9 @@ ReadIndex rounds, membership from the latest change in the log, chunked snapshot
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from operator import itemgetter
+from typing import Any
 
 from raftkv.raft.conf import apply_conf_change, decode_conf_change, encode_conf_change
 from raftkv.raft.log import RaftLog
@@ -132,7 +134,11 @@ class RaftCore:
         # snapshot_taken or received from a leader).
         self._snapshot: Snapshot | None = None
         self._pending_snapshot: Snapshot | None = None  # to hand out in Ready
-        self._snap_recv: tuple[SnapshotMeta, bytearray] | None = None
+        self._snap_recv: tuple[SnapshotMeta, Any] | None = None
+        # Makes the buffer a snapshot from the leader is received into: the
+        # engine's writes each chunk to a file (storage/snapshot_stream.py)
+        # and finish() hands back file-backed bytes. None: a bytearray.
+        self.snapshot_sink: Callable[[SnapshotMeta], Any] | None = None
 
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
@@ -675,7 +681,7 @@ class RaftCore:
             return
         recv = self._snap_recv
         if m.snap_offset == 0:
-            recv = self._snap_recv = (meta, bytearray())
+            recv = self._snap_recv = (meta, bytearray() if self.snapshot_sink is None else self.snapshot_sink(meta))
         elif recv is None or recv[0] != meta or len(recv[1]) != m.snap_offset:
             # Lost, duplicated or reordered chunk: ask for what we miss.
             have = len(recv[1]) if recv is not None and recv[0] == meta else 0
@@ -688,7 +694,8 @@ class RaftCore:
             )
             return
         self._snap_recv = None
-        self._install_snapshot(Snapshot(meta, bytes(recv[1])))
+        received = recv[1]
+        self._install_snapshot(Snapshot(meta, bytes(received) if self.snapshot_sink is None else received.finish()))
         self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=self.commit))
 
     def _install_snapshot(self, snap: Snapshot) -> None:

@@ -16,12 +16,14 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
 from raftkv.storage.errors import SnapshotCorruptError
+from raftkv.storage.snapshot_stream import PART_SUFFIX, FileSnapshotData, SnapshotBytes, crc32_of, write_data
 from raftkv.storage.wal import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,13 @@ def snapshot_name(index: int, term: int) -> str:
 
 def encode_head(meta_json: bytes, data: bytes) -> bytes:
     """Everything in a snapshot file before the data."""
-    data_crc = zlib.crc32(data)
-    covered = struct.pack(">IQI", len(meta_json), len(data), data_crc) + meta_json
-    return HEADER.pack(MAGIC, zlib.crc32(covered), len(meta_json), len(data), data_crc) + meta_json
+    return encode_head_for(meta_json, len(data), zlib.crc32(data))
+
+
+def encode_head_for(meta_json: bytes, data_len: int, data_crc: int) -> bytes:
+    """The head of a snapshot file whose data has this length and CRC."""
+    covered = struct.pack(">IQI", len(meta_json), data_len, data_crc) + meta_json
+    return HEADER.pack(MAGIC, zlib.crc32(covered), len(meta_json), data_len, data_crc) + meta_json
 
 
 def decode_meta(head: bytes, file_size: int) -> tuple[dict[str, Any], int, int] | str:
@@ -92,8 +98,9 @@ class SnapshotStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         # Problems met by the last load_latest(): (file, reason) per skipped snapshot.
         self.last_load_skipped: list[tuple[Path, str]] = []
-        for leftover in self.directory.glob(f"*{TMP_SUFFIX}"):
-            # An interrupted save: the rename never happened, so nothing refers to it.
+        for leftover in [*self.directory.glob(f"*{TMP_SUFFIX}"), *self.directory.glob(f"*{PART_SUFFIX}")]:
+            # An interrupted save (the rename never happened) or receive:
+            # nothing refers to it.
             leftover.unlink()
 
     def _snapshot_files(self) -> list[tuple[int, int, Path]]:
@@ -105,8 +112,17 @@ class SnapshotStore:
         found.sort()
         return found
 
-    def save(self, meta: dict[str, Any], data: bytes) -> Path:
-        """Write a snapshot atomically and durably; keeps the newest two."""
+    def save(self, meta: dict[str, Any], data: SnapshotBytes) -> Path:
+        """Write a snapshot atomically and durably; keeps the newest two.
+
+        ``data`` is bytes, or a FileSnapshotData copied in pieces (a
+        snapshot received into a file, never loaded whole)."""
+        return self.save_stream(meta, lambda out: write_data(out, data))
+
+    def save_stream(self, meta: dict[str, Any], produce: Callable[[BinaryIO], None]) -> Path:
+        """Like save, with the data written by ``produce(file)`` (positioned
+        after the head); the data's length and CRC are filled in after it,
+        by reading the data back in pieces, so it is never held in memory."""
         meta_json = validate_meta(meta)
         index, term = meta["index"], meta["term"]
         existing = self._snapshot_files()
@@ -116,11 +132,21 @@ class SnapshotStore:
             )
         final = self.directory / snapshot_name(index, term)
         tmp = final.with_name(final.name + TMP_SUFFIX)
-        with open(tmp, "wb") as f:
-            f.write(encode_head(meta_json, data))
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        head_len = HEADER.size + len(meta_json)
+        try:
+            with open(tmp, "w+b") as f:
+                f.write(bytes(head_len))
+                produce(f)
+                f.flush()
+                data_len = f.tell() - head_len
+                crc = crc32_of(FileSnapshotData(tmp, head_len, data_len))
+                f.seek(0)
+                f.write(encode_head_for(meta_json, data_len, crc))
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, final)
         fsync_dir(self.directory)
         self._prune()
@@ -157,6 +183,46 @@ class SnapshotStore:
             details = "; ".join(f"{p.name}: {reason}" for p, reason in self.last_load_skipped)
             raise SnapshotCorruptError(f"no snapshot in {self.directory} verifies ({details})")
         return None
+
+    def load_latest_file(self) -> tuple[dict[str, Any], FileSnapshotData] | None:
+        """Like load_latest, with the data left in its file (verified in
+        pieces): a snapshot of any size costs no memory to load."""
+        self.last_load_skipped = []
+        files = self._snapshot_files()
+        for _, _, path in reversed(files):
+            loaded = self._verified_file(path)
+            if not isinstance(loaded, str):
+                if self.last_load_skipped:
+                    log.warning("falling back to snapshot %s", path)
+                return loaded
+            log.error("snapshot %s is corrupt (%s); setting it aside", path, loaded)
+            self.last_load_skipped.append((path, loaded))
+            os.replace(path, path.with_name(path.name + CORRUPT_SUFFIX))
+        if files:
+            fsync_dir(self.directory)
+            details = "; ".join(f"{p.name}: {reason}" for p, reason in self.last_load_skipped)
+            raise SnapshotCorruptError(f"no snapshot in {self.directory} verifies ({details})")
+        return None
+
+    def _verified_file(self, path: Path) -> tuple[dict[str, Any], FileSnapshotData] | str:
+        with open(path, "rb") as f:
+            decoded = _read_head(f)
+        if isinstance(decoded, str):
+            return decoded
+        meta, data_offset, data_crc = decoded
+        data = FileSnapshotData(path, data_offset)
+        if crc32_of(data) != data_crc:
+            data.close()
+            return "data checksum mismatch"
+        return meta, data
+
+    def data_of(self, path: Path) -> FileSnapshotData:
+        """The data of a snapshot file this store just saved (not verified again)."""
+        with open(path, "rb") as f:
+            decoded = _read_head(f)
+        if isinstance(decoded, str):
+            raise SnapshotCorruptError(f"{path}: {decoded}")
+        return FileSnapshotData(path, decoded[1])
 
     def latest_meta(self) -> dict[str, Any] | None:
         """Metadata of the newest snapshot whose header verifies (the data is not read)."""

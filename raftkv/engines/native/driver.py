@@ -31,7 +31,10 @@ from raftkv.raft.core import RaftCore
 from raftkv.raft.messages import Message, MsgType
 from raftkv.raft.ready import Ready
 from raftkv.raft.types import ConfChange, Entry, EntryKind, ProposalDropped, Role, Snapshot, SnapshotMeta, SoftState
+from raftkv.kv.store import LmdbStore
 from raftkv.storage import WAL, LogRecord, SnapshotStore
+from raftkv.storage.snapshot_stream import FileSnapshotData, is_lmdb_snapshot
+from raftkv.storage.snapshot_stream_install import install_lmdb_snapshot, write_lmdb_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,12 @@ _ENTRY_OVERHEAD = 32
 # after the follower's answer (bounded so a catching-up follower's transport
 # queue is not flooded past its byte limit, which would drop the first parts).
 MAX_APPEND_PARTS = 4
+
+
+def _in_memory(data: Any) -> bytes:
+    """Snapshot bytes for a state machine that decodes them whole (the
+    msgpack formats: the in-memory store, or a leader of an older version)."""
+    return data.read_all() if isinstance(data, FileSnapshotData) else data
 
 
 def _always_connected(peer: str) -> bool:
@@ -155,6 +164,7 @@ class RaftDriver:
         self._idle = False  # the loop waits for work: _process_on_arrival may run a Ready
         self._failed_on_arrival: BaseException | None = None
         self._snapshot_task: asyncio.Task[None] | None = None
+        self._installed: Snapshot | None = None  # swapped in off the loop, not to restore again
         self._snapshot_saved: Snapshot | None = None
         # One thread each: WAL writes stay ordered, and a slow snapshot
         # write never holds up the WAL's fsync. The simulator (raftsim)
@@ -373,6 +383,7 @@ class RaftDriver:
         waited = False
         if rd.snapshot is not None:
             await self._persist_received_snapshot(rd.snapshot)
+            await self._install_off_loop(rd.snapshot)
             waited = True
         held = self._send_and_buffer(rd)
         compact_to = self._compaction_due(rd)
@@ -667,6 +678,10 @@ class RaftDriver:
         meta = snapshot.meta
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._snapshot_thread, self._timed_snapshot_save, snapshot)
+        if isinstance(snapshot.data, FileSnapshotData):
+            # Received into a part file (FileSnapshotSink), now saved in the
+            # store; the open data keeps the bytes readable meanwhile.
+            snapshot.data.path.unlink(missing_ok=True)
         if self.wal.last_index > meta.index:
             # Our old log went past the snapshot; those entries are not the
             # leader's. Compacting now would keep them on disk after the
@@ -680,12 +695,36 @@ class RaftDriver:
             await self._in_wal_thread(self.wal.compact, meta.index)
         self.snapshot_index = meta.index
 
+    async def _install_off_loop(self, snapshot: Snapshot) -> None:
+        """Install an LMDB snapshot into a new store on the snapshot thread
+        and swap it in (snapshot_stream_install.py); the loop only swaps.
+        Other snapshots are restored by _apply_snapshot."""
+        machine = self._stored_machine
+        store = machine.store if machine is not None else None
+        if machine is None or not isinstance(store, LmdbStore) or not is_lmdb_snapshot(snapshot.data):
+            return
+        loop = asyncio.get_running_loop()
+        index = snapshot.meta.index
+        start = perf_counter()
+        new_store = await loop.run_in_executor(
+            self._snapshot_thread, install_lmdb_snapshot, snapshot.data, store.path, index, store.map_size
+        )
+        old = machine.swap_store(new_store)
+        self._installed = snapshot
+        await loop.run_in_executor(self._snapshot_thread, old.close)
+        log.info(
+            "node %s: installed the leader's snapshot at index %d (%d bytes) in %.3f s off the event loop",
+            self.core.id, index, len(snapshot.data), perf_counter() - start,
+        )
+
     def _apply_snapshot(self, snapshot: Snapshot) -> None:
-        if self._stored_machine is not None:
+        if self._installed is snapshot:
+            self._installed = None  # _install_off_loop did it
+        elif self._stored_machine is not None:
             # The snapshot's index goes in the same write transaction as its data.
-            self._stored_machine.restore(snapshot.data, snapshot.meta.index)
+            self._stored_machine.restore(_in_memory(snapshot.data), snapshot.meta.index)
         else:
-            self.machine.restore(snapshot.data)
+            self.machine.restore(_in_memory(snapshot.data))
         self.core.applied_to(snapshot.meta.index)
         self.proposals.forget_through(snapshot.meta.index)
         if self._on_membership is not None:
@@ -698,6 +737,16 @@ class RaftDriver:
             return
         meta = self.core.applied_snapshot_meta()
         machine = self._stored_machine
+        store = machine.store if machine is not None else None
+        if isinstance(store, LmdbStore):
+            # A read transaction opened now is exactly at meta.index; LMDB
+            # copies it into the snapshot file on the snapshot thread while
+            # applies go on.
+            self._snapshot_task = asyncio.create_task(
+                self._copy_and_save_snapshot(meta, store),
+                name=f"snapshot {self.core.id}@{meta.index}",
+            )
+            return
         if machine is not None:
             # A read transaction opened now is exactly at meta.index; it is
             # encoded on the snapshot thread while applies go on.
@@ -711,6 +760,31 @@ class RaftDriver:
         self._snapshot_task = asyncio.create_task(
             self._save_own_snapshot(snapshot), name=f"snapshot {self.core.id}@{meta.index}"
         )
+
+    async def _copy_and_save_snapshot(self, meta: SnapshotMeta, store: LmdbStore) -> None:
+        view = store.frozen()
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(self._snapshot_thread, self._timed_copy_save, meta, store, view)
+        except Exception:
+            log.exception("node %s: saving a snapshot at index %d failed", self.core.id, meta.index)
+            self.snapshot_index = max(self.snapshot_index, meta.index)
+            self._snapshot_task = None
+            return
+        self._snapshot_saved = Snapshot(meta, data)  # type: ignore[arg-type]  # read like bytes
+        self._wake.set()
+
+    def _timed_copy_save(self, meta: SnapshotMeta, store: LmdbStore, view: Any) -> FileSnapshotData:
+        """Copy the store as ``view`` sees it into a snapshot file (on the snapshot thread)."""
+        start = perf_counter()
+        try:
+            path = self.snapshots.save_stream(
+                snapshot_meta_to_json(meta), lambda out: write_lmdb_snapshot(store, view, out)
+            )
+        finally:
+            view.close()
+        self.metrics.observe_snapshot_save(perf_counter() - start)
+        return self.snapshots.data_of(path)
 
     async def _encode_and_save_snapshot(self, meta: SnapshotMeta, encode: Callable[[], bytes]) -> None:
         loop = asyncio.get_running_loop()

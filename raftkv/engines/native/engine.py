@@ -42,6 +42,8 @@ from raftkv.raft.codec import CodecError, decode_message
 from raftkv.raft.core import RaftCore
 from raftkv.raft.types import ConfChange, ConfChangeKind, Entry, InvalidConfChange, ProposalDropped, RaftConfig, Role
 from raftkv.storage import WAL, SnapshotStore
+from raftkv.storage.snapshot_stream import PART_SUFFIX, FileSnapshotData, FileSnapshotSink, is_lmdb_snapshot
+from raftkv.storage.snapshot_stream_install import discard_install_leftovers, install_lmdb_snapshot
 from raftkv.tls import peer_tls_for
 from raftkv.transport.errors import PeerProtocolError
 from raftkv.transport.tcp import TcpTransport
@@ -91,12 +93,13 @@ class NativeOptions:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> NativeOptions:
-        """Options from RAFTKV_TICK_MS, RAFTKV_ELECTION_TICKS, RAFTKV_SNAPSHOT_EVERY."""
+        """Options from RAFTKV_TICK_MS, RAFTKV_ELECTION_TICKS, RAFTKV_SNAPSHOT_EVERY, RAFTKV_SNAPSHOT_RETAIN."""
         values: dict[str, int] = {}
         for field_name, var in (
             ("tick_ms", "RAFTKV_TICK_MS"),
             ("election_ticks", "RAFTKV_ELECTION_TICKS"),
             ("snapshot_every", "RAFTKV_SNAPSHOT_EVERY"),
+            ("snapshot_retain", "RAFTKV_SNAPSHOT_RETAIN"),
         ):
             text = environ.get(var)
             if text is None:
@@ -167,7 +170,8 @@ class NativeEngine(Engine):
         config, options = self.config, self.options
         data_dir = config.data_dir
         snapshots = SnapshotStore(data_dir / "snapshots")
-        loaded = await asyncio.to_thread(snapshots.load_latest)
+        # The data stays in its file (verified in pieces), whatever its size.
+        loaded = await asyncio.to_thread(snapshots.load_latest_file)
         snapshot_meta = None
         if loaded is not None:
             snapshot_meta = snapshot_meta_from_json(loaded[0])
@@ -178,7 +182,7 @@ class NativeEngine(Engine):
             store_applied = await self._open_machine_store()
             recovery = recover(snapshot_meta, wal.recovered, store_applied)
             if recovery.restore_snapshot:
-                self._restore_machine(loaded[1] if loaded is not None else None, recovery.applied)
+                await self._restore_machine(loaded[1] if loaded is not None else None, recovery.applied)
             # A node that joined replays its log on the configuration it was
             # given when it was added (membership.py); a founding member on --peers.
             joined = load_join_record(data_dir)
@@ -194,6 +198,10 @@ class NativeEngine(Engine):
                 max_snapshot_chunk=min(1 << 20, options.max_message_bytes // 2),
             )
             core = RaftCore(raft_config, random.Random(), recovery.restored)
+            # A snapshot from the leader is received into a file, chunk by chunk.
+            core.snapshot_sink = lambda meta: FileSnapshotSink(
+                snapshots.directory / f"receiving-{meta.index}-{meta.term}-{random.getrandbits(32):08x}{PART_SUFFIX}"
+            )
             # What the state machine's store already holds is not applied again.
             core.applied_to(recovery.applied)
             if loaded is not None and snapshot_meta is not None:
@@ -259,6 +267,7 @@ class NativeEngine(Engine):
         machine = self._machine
         if not isinstance(machine, StoredStateMachine):
             return 0
+        await asyncio.to_thread(discard_install_leftovers, self.config.data_dir / "kv")
         store = await asyncio.to_thread(
             LmdbStore, self.config.data_dir / "kv", map_size_for_quota(self.config.quota_backend_bytes)
         )
@@ -270,17 +279,25 @@ class NativeEngine(Engine):
         machine.attach_store(store)
         return machine.applied_index
 
-    def _restore_machine(self, data: bytes | None, index: int) -> None:
+    async def _restore_machine(self, data: FileSnapshotData | None, index: int) -> None:
         """The state machine as of the snapshot ``data`` at ``index`` (None:
-        the empty state, at index 0)."""
+        the empty state, at index 0). An LMDB snapshot becomes the store's
+        file (snapshot_stream_install.py); an older format is decoded."""
         machine = self._machine
+        store = getattr(machine, "store", None)
+        if isinstance(machine, StoredStateMachine) and isinstance(store, LmdbStore):
+            if data is not None and is_lmdb_snapshot(data):
+                new_store = await asyncio.to_thread(install_lmdb_snapshot, data, store.path, index, store.map_size)
+                old = machine.swap_store(new_store)  # type: ignore[attr-defined]
+                await asyncio.to_thread(old.close)
+                return
         if isinstance(machine, StoredStateMachine):
             if data is None:
                 machine.clear(index)
             else:
-                machine.restore(data, index)
+                machine.restore(data.read_all(), index)
         elif data is not None:
-            machine.restore(data)
+            machine.restore(data.read_all())
 
     async def stop(self) -> None:
         if self._stopped:

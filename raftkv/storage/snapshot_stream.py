@@ -1,0 +1,160 @@
+"""Snapshots as files: the pieces that let a snapshot of any size be made,
+sent, received and installed without holding it in memory or pausing the
+event loop (docs/storage.md, "Snapshots as files").
+
+* A snapshot of the LMDB store is ``LMDB_MAGIC`` followed by a compacted
+  copy of the LMDB file made from one read transaction (``env.copy(...,
+  compact=True, txn=...)``, which runs in C with the GIL released).
+* :class:`FileSnapshotData` stands for snapshot bytes that live in a file:
+  ``len()`` and slicing (``data[a:b]`` is one ``pread``) are all the Raft
+  core needs to send chunks, so a leader never loads a snapshot to send it.
+* :class:`FileSnapshotSink` is where a follower's core puts the chunks it
+  receives: straight into a file, one ``write`` per chunk.
+
+Snapshots that are not LMDB files (format 4 msgpack, from the in-memory
+store of the simulator, unit tests and the PySyncObj engine) keep working
+as ``bytes`` through the same interfaces.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+# Marks snapshot data that is an LMDB file (format 4 msgpack starts with
+# 0x96, an array header, so the two cannot be confused).
+LMDB_MAGIC = b"RKVLMDB1"
+# Bytes per read or write when copying snapshot files (a few ms of disk at
+# most, and zlib/hashlib release the GIL for buffers this size).
+COPY_CHUNK = 1 << 20
+# A snapshot being received (FileSnapshotSink); the snapshot store deletes
+# leftovers of an interrupted one when it is opened.
+PART_SUFFIX = ".part"
+
+
+class FileSnapshotData:
+    """``length`` bytes of ``path`` from ``offset``, readable like ``bytes``.
+
+    The file is opened once and kept open, so the bytes stay readable even
+    after the file is replaced or deleted (the snapshot store prunes old
+    files while a leader may still be sending one).
+    """
+
+    def __init__(self, path: Path, offset: int = 0, length: int | None = None) -> None:
+        self.path = path
+        self.offset = offset
+        self._fd = os.open(path, os.O_RDONLY)
+        size = os.fstat(self._fd).st_size
+        self.length = size - offset if length is None else length
+        if offset < 0 or self.length < 0 or offset + self.length > size:
+            os.close(self._fd)
+            raise ValueError(f"{path}: bytes {offset}..{offset + (length or 0)} are beyond its {size} bytes")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: slice) -> bytes:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("FileSnapshotData supports only contiguous slices")
+        start, stop, _ = index.indices(self.length)
+        if stop <= start:
+            return b""
+        return os.pread(self._fd, stop - start, self.offset + start)
+
+    def startswith(self, prefix: bytes) -> bool:
+        return self[: len(prefix)] == prefix
+
+    def chunks(self, start: int = 0, size: int = COPY_CHUNK) -> Iterator[bytes]:
+        for at in range(start, self.length, size):
+            yield self[at : at + size]
+
+    def read_all(self) -> bytes:
+        """Every byte in memory (only for small snapshots: old formats, tests)."""
+        return self[:]
+
+    def copy_into(self, out: BinaryIO, start: int = 0) -> int:
+        """Write the bytes from ``start`` on into ``out``; returns how many."""
+        done = 0
+        for chunk in self.chunks(start):
+            out.write(chunk)
+            done += len(chunk)
+        return done
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"FileSnapshotData({str(self.path)!r}, offset={self.offset}, length={self.length})"
+
+
+SnapshotBytes = Any  # bytes, bytearray or FileSnapshotData: len() and slicing
+
+
+def is_lmdb_snapshot(data: SnapshotBytes) -> bool:
+    head = data[: len(LMDB_MAGIC)]
+    return bytes(head) == LMDB_MAGIC
+
+
+def crc32_of(data: SnapshotBytes) -> int:
+    if isinstance(data, FileSnapshotData):
+        crc = 0
+        for chunk in data.chunks():
+            crc = zlib.crc32(chunk, crc)
+        return crc
+    return zlib.crc32(data)
+
+
+def write_data(out: BinaryIO, data: SnapshotBytes) -> None:
+    if isinstance(data, FileSnapshotData):
+        data.copy_into(out)
+    else:
+        out.write(data)
+
+
+class FileSnapshotSink:
+    """A follower's receive buffer for one snapshot, in a file.
+
+    The Raft core calls ``extend`` with each chunk in order and ``len`` to
+    know the offset; ``finish`` hands back the bytes as
+    :class:`FileSnapshotData`. The file is not synced here: the driver saves
+    the finished snapshot into the snapshot store (fsynced) before using it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "wb")
+        self._size = 0
+
+    def extend(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._size += len(chunk)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def finish(self) -> FileSnapshotData:
+        self._file.flush()
+        self._file.close()
+        return FileSnapshotData(self.path, 0, self._size)
+
+    def discard(self) -> None:
+        self._file.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,175 @@
+"""Snapshots as files on real clusters: a wiped follower is rebuilt from the
+leader's LMDB snapshot (sent in chunks, received into a file, installed by
+swapping directories off the event loop) while writes go on, and ends with
+every key equal to the leader's."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raftkv.kv.state_machine import KVStateMachine
+from raftkv.kv.store import LmdbStore
+from raftkv.local_cluster import LocalCluster
+from raftkv.storage.snapshot_stream import LMDB_MAGIC, FileSnapshotData, FileSnapshotSink, is_lmdb_snapshot
+from raftkv.storage.snapshot_stream_install import (
+    discard_install_leftovers,
+    install_lmdb_snapshot,
+    write_lmdb_snapshot,
+)
+from raftkv.storage.snapshots import SnapshotStore
+from tests.http import call
+from tests.snapshot_helpers import all_keys, load_keys, wait_applied
+
+
+def _rebuild_wiped_follower(tmp: Path, monkeypatch: pytest.MonkeyPatch, keys: int) -> dict[str, float]:
+    # Frequent snapshots that keep almost no log: a wiped node can only be
+    # brought back by a snapshot.
+    monkeypatch.setenv("RAFTKV_SNAPSHOT_EVERY", "50")
+    monkeypatch.setenv("RAFTKV_SNAPSHOT_RETAIN", "10")
+    with LocalCluster(tmp) as cluster:
+        leader = cluster.node(cluster.wait_ready())
+        load_keys(leader.url, "k/", keys, per_txn=max(50, keys // 400))
+        follower = next(n for n in cluster.nodes if n is not leader)
+        cluster.terminate(follower.node_id)
+        shutil.rmtree(follower.data_dir)
+
+        stop = threading.Event()
+        written: list[int] = []
+
+        def write_meanwhile() -> None:
+            i = 0
+            while not stop.is_set():
+                if call("PUT", f"{leader.url}/v1/kv/during/{i:06d}", b"x" * 16).status == 200:
+                    written.append(i)
+                i += 1
+
+        writer = threading.Thread(target=write_meanwhile)
+        writer.start()
+        try:
+            started = time.monotonic()
+            cluster.start_node(follower.node_id)
+            target = call("GET", f"{leader.url}/v1/status").json()["commit_index"]
+            status = wait_applied(follower.url, target, timeout=120)
+            rebuilt_in = time.monotonic() - started
+            time.sleep(0.5)  # writes keep flowing to the rebuilt follower
+        finally:
+            stop.set()
+            writer.join()
+        assert written, "no write succeeded while the follower was rebuilt"
+        leader_status = call("GET", f"{leader.url}/v1/status").json()
+        wait_applied(follower.url, leader_status["commit_index"])
+        assert all_keys(follower.url) == all_keys(leader.url)
+        log_text = follower.log_path.read_text()
+        assert "installed the leader's snapshot" in log_text and "off the event loop" in log_text, log_text[-3000:]
+        assert list((follower.data_dir / "snapshots").glob("*.part")) == []
+        # The leader never changed while the follower was rebuilt.
+        assert leader_status["term"] == status["term"] and leader_status["leader_id"] == leader.node_id
+        lag = call("GET", f"{follower.url}/v1/status").json()["loop_lag"]
+        return {"rebuilt_in_s": rebuilt_in, "follower_max_lag_ms": lag["max_ms"], "over_10ms": lag["over_10ms"]}
+
+
+def test_a_wiped_follower_is_rebuilt_from_a_snapshot_while_writes_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = _rebuild_wiped_follower(tmp_path, monkeypatch, keys=3_000)
+    print(figures)
+
+
+@pytest.mark.slow
+def test_a_wiped_follower_is_rebuilt_from_200k_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = _rebuild_wiped_follower(tmp_path, monkeypatch, keys=200_000)
+    print(figures)
+
+
+# ----------------------------------------------------- the pieces, in-process
+
+
+def _machine_with_keys(path: Path, keys: int) -> KVStateMachine:
+    machine = KVStateMachine(store=LmdbStore(path))
+    machine.begin_batch()
+    for i in range(keys):
+        machine.apply_command({"op": "put", "key": f"key/{i:05d}", "value": b"v%d" % i})
+    machine.commit_batch(applied_index=keys)
+    return machine
+
+
+def test_an_lmdb_snapshot_saved_loaded_and_installed_keeps_every_key(tmp_path: Path) -> None:
+    source = _machine_with_keys(tmp_path / "a" / "kv", 500)
+    store = source.store
+    assert isinstance(store, LmdbStore)
+    snapshots = SnapshotStore(tmp_path / "snapshots")
+    view = store.frozen()
+    path = snapshots.save_stream({"index": 500, "term": 2}, lambda out: write_lmdb_snapshot(store, view, out))
+    view.close()
+    loaded = snapshots.load_latest_file()
+    assert loaded is not None
+    meta, data = loaded
+    assert meta == {"index": 500, "term": 2} and isinstance(data, FileSnapshotData)
+    assert is_lmdb_snapshot(data) and data[: len(LMDB_MAGIC)] == LMDB_MAGIC
+    assert len(data) == path.stat().st_size - data.offset
+
+    target = _machine_with_keys(tmp_path / "b" / "kv", 3)
+    old_store = target.store
+    assert isinstance(old_store, LmdbStore)
+    new_store = install_lmdb_snapshot(data, old_store.path, 777, old_store.map_size)
+    target.swap_store(new_store).close()
+    discard_install_leftovers(old_store.path)
+    assert target.applied_index == 777
+    assert target.range()[0] == source.range()[0]
+    assert target.revision == source.revision
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["kv"]
+    source.close_store()
+    target.close_store()
+
+
+def test_a_corrupt_lmdb_snapshot_file_is_set_aside(tmp_path: Path) -> None:
+    source = _machine_with_keys(tmp_path / "kv", 50)
+    store = source.store
+    assert isinstance(store, LmdbStore)
+    snapshots = SnapshotStore(tmp_path / "snapshots")
+    view = store.frozen()
+    path = snapshots.save_stream({"index": 50, "term": 1}, lambda out: write_lmdb_snapshot(store, view, out))
+    view.close()
+    with open(path, "r+b") as f:
+        f.seek(-100, 2)
+        f.write(b"\xff" * 10)
+    with pytest.raises(Exception, match="data checksum mismatch"):
+        snapshots.load_latest_file()
+    source.close_store()
+
+
+def test_a_sink_receives_chunks_into_a_file(tmp_path: Path) -> None:
+    sink = FileSnapshotSink(tmp_path / "r.part")
+    for chunk in (b"abc", b"", b"defg"):
+        sink.extend(chunk)
+    assert len(sink) == 7
+    data = sink.finish()
+    assert (len(data), data[:], data[2:5], data[5:100], data[9:]) == (7, b"abcdefg", b"cde", b"fg", b"")
+    (tmp_path / "r.part").unlink()
+    assert data[0:3] == b"abc"  # still readable: the file stays open
+
+
+def test_closing_a_store_waits_for_a_copy_in_progress(tmp_path: Path) -> None:
+    machine = _machine_with_keys(tmp_path / "kv", 10)
+    store = machine.store
+    assert isinstance(store, LmdbStore)
+    view = store.frozen()
+    closed = threading.Event()
+    closer = threading.Thread(target=lambda: (store.close(), closed.set()))
+    closer.start()
+    assert not closed.wait(0.2)  # a thread still reads the view
+    assert view.get("meta", b"nothing") is None
+    view.close()
+    assert closed.wait(5)
+    closer.join()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_threads() -> Iterator[None]:
+    yield
