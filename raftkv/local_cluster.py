@@ -142,6 +142,7 @@ class LocalCluster:
             )
             for i in range(nodes)
         ]
+        self.founding = list(self.nodes)  # the --peers of every founding node, for good
         self.router = router
         self.die_with_owner = die_with_owner
         self.retired: list[LocalNode] = []  # nodes forget_node dropped (removed members)
@@ -175,7 +176,10 @@ class LocalCluster:
                 return peer.peer_addr
             return self.router(node.node_id, peer.node_id)
 
-        return ",".join(f"{p.node_id}={addr(p)}" for p in self.nodes)
+        # The founding members only, removed ones included: --peers is the
+        # configuration a founding node replays its log on, so it must not
+        # change when members are added or removed (docs/operations.md).
+        return ",".join(f"{p.node_id}={addr(p)}" for p in self.founding)
 
     def command(self, node: LocalNode) -> list[str]:
         members = ["--join", ",".join(node.join_urls)] if node.join_urls else ["--peers", self.peers_arg(node)]

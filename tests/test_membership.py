@@ -260,3 +260,39 @@ def test_join_in_a_dev_directory_needs_no_other_flag(tmp_path: Path) -> None:
             joiner.terminate()
             joiner.wait(10)
         c.stop()
+
+
+def test_a_node_that_missed_the_join_learns_the_address_from_a_snapshot(
+    make_cluster: Callable[..., LocalCluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """n3 is down while n4 joins and the log is compacted past the change:
+    it catches up from a snapshot and, restarted, knows n4's address only
+    from the snapshot's members table; then it leads a quorum that needs
+    n4's answers."""
+    monkeypatch.setenv("RAFTKV_SNAPSHOT_EVERY", "50")
+    monkeypatch.setenv("RAFTKV_SNAPSHOT_RETAIN", "0")
+    c = make_cluster()
+    c.kill("n3")
+    n4 = c.add_node("n4", join_via=[c.node("n1").url, c.node("n2").url])
+    wait_for(lambda: c.is_ready("n4"), what="n4 ready")
+    assert on_leader(c, "POST", "/v1/members/n4/promote", retry_codes=("learner_not_caught_up",)).status == 200
+    leader = c.leader()
+    assert leader is not None
+    for i in range(120):  # past two snapshots: the change's entry is compacted away
+        assert call("PUT", f"{c.node(leader).url}/v1/kv/s{i}", b"v").status == 200
+
+    c.start_node("n3")
+    wait_for(lambda: c.is_ready("n3"), what="n3 caught up")
+    assert "installed a snapshot" in c.node("n3").log_path.read_text()
+    # After a restart neither --peers nor n3's log (it starts after the
+    # snapshot) names n4's address: only the snapshot's members table does.
+    c.restart("n3")
+    wait_for(lambda: c.is_ready("n3"), what="n3 ready after a restart")
+    seen = {m["id"]: m["peer_addr"] for m in call("GET", f"{c.node('n3').url}/v1/members").json()["members"]}
+    assert seen["n4"] == n4.peer_addr
+
+    # n3 leads with n2 down: each write needs n4's answer over n3's link.
+    c.kill("n2")
+    wait_for(lambda: call_json("POST", f"{c.node('n3').url}/v1/leadership/transfer?timeout=2", {"to": "n3"}).status == 200,
+             what="leadership moved to n3")
+    assert call("PUT", f"{c.node('n3').url}/v1/kv/after-snapshot?timeout=5", b"v").status == 200

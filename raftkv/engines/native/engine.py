@@ -99,6 +99,7 @@ class NativeOptions:
             ("tick_ms", "RAFTKV_TICK_MS"),
             ("election_ticks", "RAFTKV_ELECTION_TICKS"),
             ("snapshot_every", "RAFTKV_SNAPSHOT_EVERY"),
+            # Tests set it to 0 so a node that was down gets a snapshot, not entries.
             ("snapshot_retain", "RAFTKV_SNAPSHOT_RETAIN"),
         ):
             text = environ.get(var)
