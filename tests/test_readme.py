@@ -90,7 +90,7 @@ def test_readme_curl_walk_and_cli_against_raftkv_dev(tmp_path: Path) -> None:
 
         # the CLI block, against the same cluster through RAFTKV_ENDPOINTS
         cli = sh_blocks("A walk with curl")[1]
-        assert len(commands(cli)) == 5
+        assert len(commands(cli)) == 6
         endpoints = ",".join(f"http://127.0.0.1:{http + i}" for i in range(3))
         run = subprocess.run(["bash", "-c", "set -e\n" + in_this_python(cli)], capture_output=True, text=True,
                              timeout=60, cwd=ROOT, env={**os.environ, "RAFTKV_ENDPOINTS": endpoints})
@@ -102,6 +102,9 @@ def test_readme_curl_walk_and_cli_against_raftkv_dev(tmp_path: Path) -> None:
         assert sum(" leader " in line for line in lines) == 1
         leader = call("GET", f"http://127.0.0.1:{http}/v1/status").json()["leader_id"]
         assert leader == "n2"
+        # `member list`, after the transfer: n2 leads, three voters
+        assert any(line.startswith("n2\tvoter (leader)\t") for line in lines), lines
+        assert sum("\tvoter" in line for line in lines) == 3
     finally:
         dev.send_signal(signal.SIGINT)
         try:
