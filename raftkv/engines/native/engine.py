@@ -40,6 +40,7 @@ from raftkv.errors import (
 )
 from raftkv.raft.codec import CodecError, decode_message
 from raftkv.raft.core import RaftCore
+from raftkv.raft.messages import MsgType
 from raftkv.raft.types import ConfChange, ConfChangeKind, Entry, InvalidConfChange, ProposalDropped, RaftConfig, Role
 from raftkv.storage import WAL, SnapshotStore
 from raftkv.storage.snapshot_stream import PART_SUFFIX, FileSnapshotData, FileSnapshotSink, is_lmdb_snapshot
@@ -49,6 +50,10 @@ from raftkv.transport.errors import PeerProtocolError
 from raftkv.transport.tcp import TcpTransport
 
 log = logging.getLogger(__name__)
+
+# What a leader sends its followers: all a lagging node accepts from a
+# sender it does not know yet (see _on_peer_message).
+_LEADER_TRAFFIC = frozenset({MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP})
 
 _ROLE_NAMES = {
     Role.LEADER: "leader",
@@ -342,11 +347,11 @@ class NativeEngine(Engine):
             return
         # A refused message never reaches the core; raising PeerProtocolError
         # makes the transport close the connection it came on (and log once).
+        member = sender in core.voters or sender in core.learners
         # A node we know of (its address came with --peers or a membership
         # change) that is no longer in the configuration was removed: its
-        # connection is closed. One we never heard of may be a member added
-        # while we lagged (a new leader, say): the log it sends tells us.
-        if sender not in core.voters and sender not in core.learners and sender in self._addresses:
+        # connection is closed.
+        if not member and sender in self._addresses:
             raise PeerProtocolError(f"{sender!r} is not a member of this cluster (it was removed)")
         try:
             message = decode_message(payload)
@@ -354,6 +359,11 @@ class NativeEngine(Engine):
             raise PeerProtocolError(f"malformed message: {exc}") from None
         if message.to != self._id or message.frm != sender:
             raise PeerProtocolError(f"message addressed {message.frm!r} -> {message.to!r} on {sender!r}'s connection")
+        # One we never heard of may be a leader added while we lagged: a
+        # follower takes its leader traffic (the log it sends names it);
+        # anything else from it (a proposal, a vote) is refused.
+        if not member and (core.role is Role.LEADER or message.type not in _LEADER_TRAFFIC):
+            raise PeerProtocolError(f"{sender!r} is not a member of this cluster")
         driver.step_message(message)
 
     # ------------------------------------------------------------- requests
