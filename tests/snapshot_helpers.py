@@ -4,15 +4,20 @@ a node's whole key space."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
 from tests.http import call
 
 
-def load_keys(url: str, prefix: str, count: int, per_txn: int = 50, value_bytes: int = 32) -> None:
-    """``count`` keys ``{prefix}{i:08d}`` in txns of ``per_txn`` puts (one log entry each)."""
-    for start in range(0, count, per_txn):
+def load_keys(
+    url: str, prefix: str, count: int, per_txn: int = 50, value_bytes: int = 32, connections: int = 1
+) -> None:
+    """``count`` keys ``{prefix}{i:08d}`` in txns of ``per_txn`` puts (one
+    log entry each), over ``connections`` connections at once."""
+
+    def put_batch(start: int) -> None:
         ops = [
             {"op": "put", "key": f"{prefix}{i:08d}", "value": f"{i:08d}".ljust(value_bytes, "v")}
             for i in range(start, min(start + per_txn, count))
@@ -20,6 +25,9 @@ def load_keys(url: str, prefix: str, count: int, per_txn: int = 50, value_bytes:
         body = orjson.dumps({"compare": [], "success": ops, "failure": []})
         answer = call("POST", f"{url}/v1/txn", body, {"Content-Type": "application/json"}, timeout=30)
         assert answer.status == 200, answer.body
+
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(put_batch, range(0, count, per_txn)))
 
 
 def all_keys(url: str, prefix: str = "", consistency: str = "serializable") -> dict[str, tuple[str, int, int, int]]:

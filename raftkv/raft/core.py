@@ -676,11 +676,18 @@ class RaftCore:
         assert meta is not None
         if meta.index <= self.commit:
             # Nothing to install; tell the leader where we really are.
-            self._snap_recv = None
+            self._drop_snapshot_recv()
             self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=self.commit))
             return
         recv = self._snap_recv
+        if m.snap_offset == 0 and recv is not None and recv[0] == meta and len(recv[1]):
+            # A resent first chunk of the snapshot we are receiving (the
+            # leader resends unacknowledged chunks): keep what we have, or a
+            # flood of resends restarts the transfer over and over.
+            self._send(Message(MsgType.SNAP_RESP, m.frm, self.id, self.term, index=meta.index, snap_offset=len(recv[1])))
+            return
         if m.snap_offset == 0:
+            self._drop_snapshot_recv()
             recv = self._snap_recv = (meta, bytearray() if self.snapshot_sink is None else self.snapshot_sink(meta))
         elif recv is None or recv[0] != meta or len(recv[1]) != m.snap_offset:
             # Lost, duplicated or reordered chunk: ask for what we miss.
@@ -697,6 +704,12 @@ class RaftCore:
         received = recv[1]
         self._install_snapshot(Snapshot(meta, bytes(received) if self.snapshot_sink is None else received.finish()))
         self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=self.commit))
+
+    def _drop_snapshot_recv(self) -> None:
+        """Forget a partly received snapshot (a sink releases its file)."""
+        recv, self._snap_recv = self._snap_recv, None
+        if recv is not None and self.snapshot_sink is not None:
+            recv[1].discard()
 
     def _install_snapshot(self, snap: Snapshot) -> None:
         meta = snap.meta
@@ -846,6 +859,12 @@ class RaftCore:
             pr.recent_active = True
             pr.heard_at = self._ticks
             if pr.state is _SNAPSHOT and pr.snapshot is not None and pr.snapshot.meta.index == m.index:
+                if m.snap_offset == pr.snap_acked and pr.snap_sent > pr.snap_acked:
+                    # The chunk it asks for is on its way (an answer to a
+                    # resent chunk); sending it again would start a second
+                    # stream of chunks beside the first, and so on. A lost
+                    # chunk is resent on the next heartbeat answer.
+                    return
                 pr.snap_acked = m.snap_offset
                 if m.snap_offset < len(pr.snapshot.data):
                     self._send_snapshot_chunk(m.frm, pr)
