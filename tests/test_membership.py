@@ -296,3 +296,20 @@ def test_a_node_that_missed_the_join_learns_the_address_from_a_snapshot(
     wait_for(lambda: call_json("POST", f"{c.node('n3').url}/v1/leadership/transfer?timeout=2", {"to": "n3"}).status == 200,
              what="leadership moved to n3")
     assert call("PUT", f"{c.node('n3').url}/v1/kv/after-snapshot?timeout=5", b"v").status == 200
+
+
+def test_the_leader_removes_itself_and_the_rest_carry_on(make_cluster: Callable[..., LocalCluster]) -> None:
+    c = make_cluster()
+    leader = c.wait_ready()
+    url = c.node(leader).url
+    assert call("PUT", f"{url}/v1/kv/before", b"1").status == 200
+    resp = call("DELETE", f"{url}/v1/members/{leader}")
+    assert resp.status == 200, resp.body
+    assert leader not in {m["id"] for m in resp.json()["members"]}
+    c.forget_node(leader)
+    new_leader = c.wait_ready()
+    assert new_leader != leader
+    assert sorted(members(c.node(new_leader).url)) == sorted(n.node_id for n in c.nodes)
+    assert call("PUT", f"{c.node(new_leader).url}/v1/kv/after", b"2").status == 200
+    for node in c.nodes:
+        assert call("GET", f"{node.url}/v1/kv/before").body == b"1"

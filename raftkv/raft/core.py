@@ -412,6 +412,12 @@ class RaftCore:
     def conf_state(self) -> ConfState:
         return ConfState(self.voters, self.learners)
 
+    def committed_conf_state(self) -> ConfState:
+        """The configuration as of the commit index: a node removed by a
+        change not committed yet must still be reachable, or the
+        acknowledgements that commit its removal could not reach it."""
+        return self._conf_at(self.commit)
+
     def status(self) -> CoreStatus:
         progress: dict[str, ProgressStatus] = {}
         if self.role is _LEADER:

@@ -626,6 +626,7 @@ class RaftDriver:
         seq_end = self._seq_end
         proposals = self.proposals
         overwritten: list[int] = []
+        membership_applied = False
         applied = start = self.core.applied
         for entry in entries:
             index = entry.index
@@ -636,8 +637,10 @@ class RaftDriver:
             if entry.kind != _NORMAL or not data:
                 # A membership change (the core applies it; its address goes
                 # to the members table) or a new leader's no-op.
-                if entry.kind != _NORMAL and self._record_member is not None:
-                    self._record_member(entry)
+                if entry.kind != _NORMAL:
+                    membership_applied = True
+                    if self._record_member is not None:
+                        self._record_member(entry)
                 lost = proposals.applied(index, None, None)
             elif data.startswith(prefix):
                 seq = int.from_bytes(data[len(prefix) : seq_end], "big")
@@ -657,6 +660,9 @@ class RaftDriver:
         if applied != start:
             # Before advance(): the core learns what is applied as it happens.
             self.core.applied_to(applied)
+        if membership_applied and self._on_membership is not None:
+            # A committed removal: the removed node's links may go now.
+            self._on_membership([], False)
         if overwritten:
             proposals.fail(
                 overwritten,

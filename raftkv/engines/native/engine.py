@@ -348,6 +348,12 @@ class NativeEngine(Engine):
         # A refused message never reaches the core; raising PeerProtocolError
         # makes the transport close the connection it came on (and log once).
         member = sender in core.voters or sender in core.learners
+        if not member:
+            # Removed by a change not committed yet: it still hears (and is
+            # heard) until the removal commits, or a leader that removed
+            # itself could never learn that it did.
+            committed = core.committed_conf_state()
+            member = sender in committed.voters or sender in committed.learners
         # A node we know of (its address came with --peers or a membership
         # change) that is no longer in the configuration was removed: its
         # connection is closed.
@@ -484,9 +490,13 @@ class NativeEngine(Engine):
             self._addresses.update(stored_addresses(machine.store))  # type: ignore[attr-defined]
 
     def _member_addresses(self, core: RaftCore) -> dict[str, str]:
-        """The current members other than us whose address we know."""
+        """The members other than us whose address we know: the current
+        configuration's, and those of the committed one (a member whose
+        removal is not committed yet must still hear that it is)."""
         addrs = self._addresses
-        return {nid: addrs[nid] for nid in (*core.voters, *core.learners) if nid != self._id and nid in addrs}
+        committed = core.committed_conf_state()
+        ids = (*core.voters, *core.learners, *committed.voters, *committed.learners)
+        return {nid: addrs[nid] for nid in ids if nid != self._id and nid in addrs}
 
     def _record_member(self, entry: Entry) -> None:
         """A committed membership change: keep the members side table in step
