@@ -31,7 +31,7 @@ import lmdb
 
 from raftkv.kv.mvcc import META_APPLIED_INDEX, int_bytes
 from raftkv.kv.store import TABLES, LmdbStore, ReadTxn, mark_closed_clean
-from raftkv.storage.snapshot_stream import LMDB_MAGIC, SnapshotBytes, is_lmdb_snapshot
+from raftkv.storage.snapshot_stream import LMDB_MAGIC, FileSnapshotData, SnapshotBytes, is_lmdb_snapshot
 from raftkv.storage.wal import fsync_dir
 
 _NEXT = ".next"
@@ -56,11 +56,10 @@ def install_lmdb_snapshot(data: SnapshotBytes, kv_dir: Path, applied_index: int,
     shutil.rmtree(next_dir, ignore_errors=True)
     next_dir.mkdir(parents=True)
     with open(next_dir / "data.mdb", "wb") as out:
-        at = len(LMDB_MAGIC)
-        step = 1 << 20
-        while at < len(data):
-            out.write(data[at : at + step])
-            at += step
+        if isinstance(data, FileSnapshotData):
+            data.copy_into(out, len(LMDB_MAGIC))
+        else:
+            out.write(memoryview(data)[len(LMDB_MAGIC) :])
         out.flush()
         os.fsync(out.fileno())
     env = lmdb.open(str(next_dir), map_size=map_size, max_dbs=len(TABLES), sync=True)
