@@ -17,8 +17,10 @@ from raftkv.server.hot_keys import HotKeys
 from raftkv.server.auto_compaction import AutoCompactor, interval_from_env
 from raftkv.server import loop_lag, quota, snapshot_routes
 from raftkv.server.http_api import HttpApi
-from raftkv.server import watch_routes
+from raftkv.server import lease_routes
+from raftkv.server.lease_keeper import LeaseKeeper
 from raftkv.server import member_routes
+from raftkv.server import watch_routes
 from raftkv.tls import http_context_for, peer_tls_for
 
 log = logging.getLogger("raftkv.node")
@@ -65,10 +67,12 @@ async def serve(config: NodeConfig) -> None:
     )
     member_routes.install(api)
     watch_hub = watch_routes.install(api)
+    lease_keeper = LeaseKeeper(engine, machine)  # before the loop runs an apply: it sees every lease event
+    lease_routes.install(api, lease_keeper)
     metrics.track(engine.status, lambda: api.pending_proposals, lambda: watch_hub.watcher_count)
     quota.install(api, config.quota_backend_bytes)
     rotation = asyncio.create_task(rotate_hot_keys(api.hot_keys), name="hot keys window")
-    background = [rotation]
+    background = [rotation, asyncio.create_task(lease_keeper.run(), name="lease keeper")]
     background.append(loop_lag.install(api))
     snapshot_routes.install(api)
     if config.auto_compaction_retention:

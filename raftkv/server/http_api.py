@@ -28,6 +28,7 @@ from raftkv.errors import (
     ReadTimeoutError,
 )
 from raftkv.kv import commands
+from raftkv.kv.leases import format_id as format_lease_id, parse_id as parse_lease_id
 from raftkv.server.json_codec import (
     RequestError,
     kv_to_json,
@@ -46,6 +47,7 @@ from raftkv.server.hot_keys import HotKeys
 from raftkv.server.idempotency import IDEMPOTENCY_ERROR_STATUS, InFlightKeys
 from raftkv.server.params import UINT63_MAX, decode_path, decode_query, parse_seconds, parse_uint
 from raftkv.server.responses import ApiError, json_response, no_leader
+from raftkv.watch.conditional import ConditionalRead, key_etag, list_etag, listing_etag, wait_while_unchanged
 
 if TYPE_CHECKING:
     from raftkv.watch.hub import WatchHub
@@ -108,13 +110,13 @@ class HttpApi:
         # prefix -> handler given the decoded rest of the path; it checks
         # the method itself.
         self._subtrees: dict[str, SubtreeHandler] = {}
+        # Set by raftkv/server/watch_routes.install: blocking reads wait on it.
+        self.watch_hub: WatchHub | None = None
         # Called with each command before it is proposed; one raises ApiError
         # to refuse it (the space quota: raftkv/server/quota.py).
         self.write_guards: list[Callable[[dict[str, Any]], None]] = []
         # Extra top-level fields of /v1/status: name -> what to show.
         self.status_sections: dict[str, Callable[[], Any]] = {}
-        # Set by raftkv/server/watch_routes.install: blocking reads wait on it.
-        self.watch_hub: WatchHub | None = None
 
     def add_route(self, path: str, method: str, handler: Handler) -> None:
         """Serve ``method path`` (an exact path) with ``handler``; feature
@@ -236,11 +238,13 @@ class HttpApi:
     # -- reads -------------------------------------------------------------
 
     async def get_key(self, request: web.BaseRequest, key: str) -> web.Response:
-        query = _query(request, {"consistency", "timeout", "revision"})
+        query = _query(request, {"consistency", "timeout", "revision", "wait"})
         _check(validate_key, key, self.limits)
         at = _revision(query)
+        conditional = ConditionalRead.from_request(request, query, self.watch_hub)
         self.hot_keys.read(key)
         await self._read_fence(query)
+        await wait_while_unchanged(conditional, lambda: key_etag(self, key), key, None, lambda: self._read_fence(query))
         with self.engine.state_lock:
             with _history_errors():
                 kv = self.machine.get(key, at)
@@ -248,7 +252,7 @@ class HttpApi:
         if kv is None:
             raise ApiError(404, "key_not_found", f"key {key!r} does not exist")
         mod = kv["mod_revision"]
-        return web.Response(
+        response = web.Response(
             body=kv["value"],
             content_type="application/octet-stream",
             headers={
@@ -257,24 +261,40 @@ class HttpApi:
                 "X-Raftkv-Mod-Revision": str(mod),
                 "X-Raftkv-Version": str(kv["version"]),
                 "X-Raftkv-Revision": str(revision),
+                **({"X-Raftkv-Lease": format_lease_id(kv["lease"])} if "lease" in kv else {}),
             },
         )
+        if conditional.unchanged(f'"{mod}"'):
+            return conditional.not_modified(dict(response.headers))
+        return response
 
     async def list_keys(self, request: web.BaseRequest) -> web.Response:
         query = _query(
-            request, {"prefix", "limit", "start_after", "keys_only", "consistency", "timeout", "revision"}
+            request, {"prefix", "limit", "start_after", "keys_only", "consistency", "timeout", "revision", "wait"}
         )
         prefix = query.get("prefix", "")
         _check(validate_prefix, prefix, self.limits)
         limit = _positive_int(query, "limit")
         keys_only = _bool(query, "keys_only")
         at = _revision(query)
+        conditional = ConditionalRead.from_request(request, query, self.watch_hub)
+        start_after = query.get("start_after")
         await self._read_fence(query)
+        await wait_while_unchanged(
+            conditional,
+            lambda: listing_etag(self, prefix, limit, start_after, keys_only),
+            None,
+            prefix,
+            lambda: self._read_fence(query),
+        )
         with self.engine.state_lock:
             with _history_errors():
                 kvs, more = self._list_page(prefix, limit, query.get("start_after"), keys_only, at)
             revision = self.machine.revision
-        return json_response({"revision": revision, "kvs": kvs, "more": more})
+        etag = list_etag(kvs, more)
+        if conditional.unchanged(etag):
+            return conditional.not_modified({"ETag": etag, "X-Raftkv-Revision": str(revision)})
+        return json_response({"revision": revision, "kvs": kvs, "more": more}, headers={"ETag": etag})
 
     def _list_page(
         self, prefix: str, limit: int | None, start_after: str | None, keys_only: bool, at: int | None = None
@@ -328,19 +348,20 @@ class HttpApi:
     # -- writes ------------------------------------------------------------
 
     async def put_key(self, request: web.BaseRequest, key: str) -> web.Response:
-        query = _query(request, {"timeout"})
+        query = _query(request, {"timeout", "lease"})
         _check(validate_key, key, self.limits)
+        lease = _lease_param(query)
         value = await _read_body(request, self.limits)
         _check(validate_value, value, self.limits)
         self.hot_keys.wrote(key)
         idem = _idempotency_key(request)
         condition = _precondition(request)
         if condition is None:
-            command = commands.put(key, value, idem)
+            command = commands.put(key, value, idem, lease)
         else:
             command = commands.txn(
                 [_compare_for(key, condition)],
-                [commands.txn_put(key, value)],
+                [commands.txn_put(key, value, lease)],
                 [commands.txn_get(key)],
                 idem,
             )
@@ -640,6 +661,17 @@ def _check(validator: Callable[..., Any], *args: Any) -> Any:
         return validator(*args)
     except RequestError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
+
+
+def _lease_param(query: dict[str, str]) -> int:
+    """?lease=ID (hex): attach the written key to that lease (0: none)."""
+    text = query.get("lease")
+    if text is None:
+        return 0
+    lease = parse_lease_id(text)
+    if lease is None:
+        raise ApiError(400, "invalid_argument", f"lease must be 1 to 16 hex digits naming a lease, got {text[:40]!r}")
+    return lease
 
 
 def _revision(query: dict[str, str]) -> int | None:

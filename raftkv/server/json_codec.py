@@ -15,19 +15,19 @@ import base64
 import binascii
 from typing import Any
 
-from raftkv.kv import commands
+from raftkv.kv import commands, leases
 from raftkv.kv.integers import in_int64_range
 from raftkv.kv.limits import Limits
 
 ENCODINGS = ("utf-8", "base64")
 # HTTP status for each error code a state machine result can carry.
-RESULT_ERROR_STATUS = {"not_a_number": 409, "out_of_range": 409, "invalid_command": 400}
+RESULT_ERROR_STATUS = {"not_a_number": 409, "out_of_range": 409, "invalid_command": 400, "lease_not_found": 404}
 
 _TXN_FIELDS = frozenset({"compare", "success", "failure"})
 _COMPARE_FIELDS = frozenset({"key", "target", "cmp", "value", "encoding"})
 _OP_FIELDS: dict[str, frozenset[str]] = {
     "get": frozenset({"op", "key"}),
-    "put": frozenset({"op", "key", "value", "encoding"}),
+    "put": frozenset({"op", "key", "value", "encoding", "lease"}),
     "delete": frozenset({"op", "key"}),
     "delete_prefix": frozenset({"op", "prefix"}),
     "add": frozenset({"op", "key", "delta"}),
@@ -179,12 +179,25 @@ def _parse_op(item: Any, where: str, limits: Limits) -> dict[str, Any]:
         return commands.txn_delete_prefix(prefix)
     key = _parse_key(item, where, limits)
     if op == "put":
-        return commands.txn_put(key, decode_value(item, where, limits))
+        return commands.txn_put(key, decode_value(item, where, limits), _parse_lease(item, where))
     if op == "add":
         return commands.txn_add(key, _parse_int(item, "delta", where))
     if op == "delete":
         return commands.txn_delete(key)
     return commands.txn_get(key)
+
+
+def _parse_lease(item: dict[str, Any], where: str) -> int:
+    """A txn put's "lease": the hex id of a lease to attach the key to (absent: none)."""
+    if "lease" not in item:
+        return 0
+    text = item["lease"]
+    if type(text) is not str:
+        raise _wrong_type(f"{where}.lease", "a string of hex digits (a lease id)", text)
+    lease = leases.parse_id(text)
+    if lease is None:
+        raise RequestError(400, "invalid_argument", f"{where}.lease must be 1 to 16 hex digits naming a lease, got {_show(text)}")
+    return lease
 
 
 def _parse_key(item: dict[str, Any], where: str, limits: Limits) -> str:
@@ -293,6 +306,8 @@ def kv_to_json(kv: dict[str, Any], with_value: bool = True) -> dict[str, Any]:
     rendered["create_revision"] = kv["create_revision"]
     rendered["mod_revision"] = kv["mod_revision"]
     rendered["version"] = kv["version"]
+    if "lease" in kv:
+        rendered["lease"] = leases.format_id(kv["lease"])
     return rendered
 
 

@@ -383,7 +383,7 @@ class WatchHub:
         read just before, with no await in between. True: one came (or the
         state was replaced, or the node is stopping: read again)."""
         if self.closed:
-            return True
+            return False
         waiter = ChangeWaiter(key, prefix, after_revision)
         self._index(waiter)
         try:
