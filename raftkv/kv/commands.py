@@ -25,6 +25,12 @@ WRITE_OPS = frozenset(
 TXN_OPS = frozenset({"get", "put", "delete", "delete_prefix", "add"})
 COMPARE_TARGETS = frozenset({"value", "version", "create_revision", "mod_revision", "number"})
 COMPARE_OPERATORS = frozenset({"==", "!=", "<", "<=", ">", ">="})
+# Users, roles and the auth switch: applied by raftkv/kv/auth_state.py.
+AUTH_OPS = frozenset(
+    {"auth_enable", "auth_disable", "user_add", "user_delete", "user_passwd", "user_grant", "user_revoke"}
+    | {"role_add", "role_delete", "role_grant", "role_revoke"}
+)
+WRITE_OPS = WRITE_OPS | AUTH_OPS
 
 Command = dict[str, Any]
 

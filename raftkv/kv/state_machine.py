@@ -25,7 +25,7 @@ import operator
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from raftkv.kv import commands, leases, mvcc, snapshot_format
+from raftkv.kv import auth_state, commands, leases, mvcc, snapshot_format
 from raftkv.kv.commands import InvalidCommand
 from raftkv.kv.idempotency import DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, Entry, IdempotencyTable
 from raftkv.kv.integers import format_int, in_int64_range, parse_int64
@@ -102,6 +102,8 @@ class KVStateMachine:
             "noop": self._apply_noop,
             "compact": self._apply_compact,
         }
+        self._auth = auth_state.AuthMachine()  # users, roles, the auth switch
+        self._handlers.update(self._auth.handlers(self._txn))
         self.leases = leases.LeaseCommands(self._txn, self._delete_keys, lambda: self._revision)
         self._handlers.update(self.leases.handlers())
         self._batch: WriteTxn | None = None
@@ -126,6 +128,7 @@ class KVStateMachine:
             self._compact_revision = mvcc.read_int(txn, META_COMPACT_REVISION)
             self._applied_index = mvcc.read_int(txn, META_APPLIED_INDEX)
             self._idempotency.load(list(mvcc.idempotency_items(txn)))
+            self._auth.load(txn)
         finally:
             txn.close()
         if old is not store:
@@ -511,6 +514,12 @@ class KVStateMachine:
         return self._revision
 
     @property
+    def auth(self) -> auth_state.AuthView:
+        """Users, roles and the auth switch as of the last applied entry
+        (an immutable view: safe to hold on another thread)."""
+        return self._auth.view
+
+    @property
     def compact_revision(self) -> int:
         """Reads below this revision answer CompactedError (0: nothing compacted)."""
         return self._compact_revision
@@ -652,6 +661,7 @@ class KVStateMachine:
                 if value is not None:
                     txn.put("latest", mvcc.latest_key(key.encode()), pack([create_revision, rev, sub, version]))
             self._idempotency.replace(contents.idempotency)
+            self._auth.load(txn)
             self._revision = contents.revision
             self._compact_revision = contents.compact_revision
         except BaseException:
