@@ -653,7 +653,9 @@ def test_a_write_that_waits_for_a_leader_goes_through_once_one_is_elected(tmp_pa
         reading = asyncio.ensure_future(engine.read_fence(5))
         await asyncio.sleep(0.1)
         assert not writing.done() and not reading.done()
-        await c.start("n2")  # now a quorum can elect a leader
+        # A new cluster elects its first leader once every founding voter
+        # has reported its empty log (docs/raft-core.md, "Wiped nodes").
+        await c.start("n2", "n3")
         result = await writing
         await reading
         assert result["ok"] and c.machines["n1"].get("a")["value"] == b"1"

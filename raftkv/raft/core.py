@@ -92,6 +92,12 @@ class RaftCore:
         # (term, (last log term, last index)) it reported.
         self._reports: dict[str, tuple[int, tuple[int, int]]] = {}
         self._history_seen = False  # some voter has a log: the cluster is not new
+        # (Pre-)vote requests we could not answer yet, by asker: answered
+        # once we are bootstrapped, so a fresh cluster's first round counts.
+        self._deferred_votes: dict[str, Message] = {}
+        # Our probe started at our own election timeout (not at someone
+        # else's request): if it makes us bootstrapped we run for real.
+        self._probe_on_timeout = False
         if hs.commit > self.log.last_index():
             raise ValueError(
                 f"restored commit index {hs.commit} is beyond the last restored entry "
@@ -163,6 +169,7 @@ class RaftCore:
             self._election_elapsed += 1
             if self._election_elapsed >= self._randomized_timeout and self._promotable():
                 self._election_elapsed = 0
+                self._probe_on_timeout = not self.bootstrapped
                 # Unbootstrapped, a voter only probes with a pre-vote (even
                 # with pre_vote off): it changes nothing on the peers, and
                 # their answers and the request itself tell who is empty.
@@ -248,8 +255,15 @@ class RaftCore:
     def step(self, m: Message) -> None:
         if m.to != self.id:
             raise ValueError(f"message for {m.to!r} delivered to {self.id!r}")
-        if not self.bootstrapped and not self._step_unbootstrapped(m):
-            return
+        if not self.bootstrapped:
+            go = self._step_unbootstrapped(m)
+            if self.bootstrapped and self._deferred_votes:
+                deferred, self._deferred_votes = self._deferred_votes, {}
+                for old in deferred.values():
+                    if old is not m:
+                        self.step(old)
+            if not go:
+                return
         if m.term > self.term:
             t = m.type
             if t == MsgType.VOTE or t == MsgType.PRE_VOTE:
@@ -441,7 +455,11 @@ class RaftCore:
     # roles
     # ------------------------------------------------------------------
     def _promotable(self) -> bool:
-        return self.id in self.voters
+        # A voter whose own removal is in its log but not committed may still
+        # run (counting votes in the new configuration, as a leader outside
+        # it does until the removal commits): it may hold the longest log,
+        # and if it stood aside nobody could be elected.
+        return self.id in self.voters or self.id in self._conf_at(self.commit).voters
 
     def _reset_randomized_timeout(self) -> None:
         et = self._cfg.election_ticks
@@ -751,8 +769,17 @@ class RaftCore:
             self._note_voter(m.frm, m.term - 1 if t == MsgType.PRE_VOTE else m.term, m.log_term, m.index)
             if self.bootstrapped or self._every_other_voter_behind(m):
                 return True  # answer this very request as anyone would
-            resp = MsgType.PRE_VOTE_RESP if t == MsgType.PRE_VOTE else MsgType.VOTE_RESP
-            self._answer_vote(resp, m.frm, self.term, reject=True)
+            if all(v in self._reports for v in self.voters if v != self.id):
+                resp = MsgType.PRE_VOTE_RESP if t == MsgType.PRE_VOTE else MsgType.VOTE_RESP
+                self._answer_vote(resp, m.frm, self.term, reject=True)
+                return False
+            # Someone is campaigning and we have not heard from every voter:
+            # hold the request and probe the others now rather than at our
+            # own timeout, so a new cluster elects in its first round.
+            self._deferred_votes[m.frm] = m
+            if self.role is not Role.PRE_CANDIDATE and self._promotable():
+                self._probe_on_timeout = False
+                self._campaign(pre_vote=True, force=False)
             return False
         if t == MsgType.VOTE_RESP or t == MsgType.PRE_VOTE_RESP:
             self._note_voter(m.frm, m.hint, m.log_term, m.index)
@@ -779,9 +806,27 @@ class RaftCore:
             self._history_seen = True
         if self._history_seen:
             return
-        known_empty = 1 + sum(1 for v in voters if (r := reports.get(v)) is not None and r[1][1] == 0)
-        if known_empty >= majority(len(voters)):
+        # Our own empty log proves nothing (it may be a wiped one), so only
+        # other voters count, and enough of them that they meet every
+        # quorum we could have been part of: one of them then reports a
+        # term at least as high as any vote we forgot (see docs).
+        n = len(voters)
+        known_empty = sum(1 for v in voters if v != self.id and (r := reports.get(v)) is not None and r[1][1] == 0)
+        if known_empty >= n - majority(n) + 1:
+            highest = max(r[0] for v, r in reports.items() if v in voters)
+            run = self.role is Role.PRE_CANDIDATE and self._probe_on_timeout
             self._become_bootstrapped()
+            # We may have voted in that term (or in ours, if a leader raised
+            # it) before the wipe: take the vote as spent, for ourselves, so
+            # everyone else is refused in it and we campaign in a later one.
+            if highest > self.term:
+                self._become_follower(highest, None)
+            if self.vote is None:
+                self.vote = self.id
+            if run:
+                # Our timeout came first: run now rather than a timeout later
+                # (the others only probed because of our request).
+                self._campaign(pre_vote=self._cfg.pre_vote, force=False)
 
     def _every_other_voter_behind(self, m: Message) -> bool:
         """May we, unbootstrapped, grant the (pre-)vote request ``m``? Only
@@ -827,6 +872,8 @@ class RaftCore:
         self._catch_up_to = None
         self._catch_up_read_age = None
         self._reports.clear()
+        if self.role is Role.PRE_CANDIDATE:
+            self._become_follower(self.term, None)  # that round was a probe
 
     # ------------------------------------------------------------------
     # leader
