@@ -37,6 +37,8 @@ CONTRACT_OPERATIONS = {
     ("post", "/v1/members/{id}/promote"),
     ("delete", "/v1/members/{id}"),
     ("get", "/v1/snapshot"),
+    ("get", "/v1/watch"),
+    ("post", "/v1/watch/{id}/progress"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
@@ -211,3 +213,35 @@ def test_live_responses_match_the_spec(spec: dict[str, Any], cluster: LocalClust
     check(spec, "/readyz", "get", http("GET", base + "/readyz"))
     big_key = "k" * 5000
     check(spec, kv, "put", http("PUT", base + "/v1/kv/" + big_key, b"v"))
+
+
+def test_live_watch_and_conditional_reads_match_the_spec(spec: dict[str, Any], cluster: LocalCluster) -> None:
+    base = cluster.endpoints[1]
+    kv = "/v1/kv/{key}"
+    written = check(spec, kv, "put", http("PUT", base + "/v1/kv/specw/a", b"\xfe"))
+    revision = written["revision"]
+    status, headers, _ = http("GET", base + "/v1/kv/specw/a")
+    check(spec, kv, "get", http("GET", base + "/v1/kv/specw/a", headers={"If-None-Match": headers["ETag"]}))
+    assert http("GET", base + "/v1/kv/specw/a", headers={"If-None-Match": headers["ETag"]})[0] == 304
+    _, list_headers, _ = http("GET", base + "/v1/kv?prefix=specw/")
+    check(spec, "/v1/kv", "get", http("GET", base + "/v1/kv?prefix=specw/", headers={"If-None-Match": list_headers["ETag"]}))
+    check(spec, "/v1/kv", "get", http("GET", base + "/v1/kv?prefix=specw/&wait=1s"))  # wait without If-None-Match: 400
+    check(spec, "/v1/watch", "get", http("GET", base + "/v1/watch?prefix=specw/", headers={"Accept": "text/html"}))
+    check(spec, "/v1/watch", "get", http("GET", base + "/v1/watch?prefix=specw/&key=specw/a"))
+    check(spec, "/v1/watch/{id}/progress", "post", http("POST", base + "/v1/watch/99999/progress"))
+
+    watch = spec["paths"]["/v1/watch"]["get"]["responses"]["200"]
+    message = Draft202012Validator({"components": spec["components"], "$ref": "#/components/schemas/WatchMessage"})
+    query = f"/v1/watch?prefix=specw/&start_revision={revision}&prev_kv=true&progress_interval=0.2"
+    request = urllib.request.Request(base + query, headers={"Accept": "application/x-ndjson"})
+    with urllib.request.urlopen(request, timeout=10) as stream:
+        assert stream.status == 200 and stream.headers["Content-Type"] in watch["content"]
+        for name in watch["headers"]:
+            assert name in stream.headers, name
+        http("DELETE", base + "/v1/kv/specw/a")
+        lines = [orjson.loads(stream.readline()) for _ in range(3)]
+    for line in lines:
+        message.validate(line)
+    events = [line for line in lines if line["type"] != "progress"]
+    assert events[0]["value_base64"] == "/g==" and events[0]["revision"] == revision
+    assert not message.is_valid({"type": "put", "key": "k", "revision": 1})  # no metadata

@@ -22,12 +22,17 @@ EXAMPLES = 40
 # A schema-valid request may still fail on the store's state: a key not found
 # (404), a non-number for add or a follower asked to transfer (409), a
 # precondition (412), an Idempotency-Key reused for another request (422),
-# a revision the history no longer holds (410 compacted).
-_STATEFUL_REFUSALS = ["2xx", "404", "409", "410", "412", "422"]
+# a revision the history no longer holds (410 compacted), a GET whose
+# If-None-Match (say "*") names the current ETag (304).
+_STATEFUL_REFUSALS = ["2xx", "304", "404", "409", "410", "412", "422"]
 CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
     {"checks": {"positive_data_acceptance": {"expected-statuses": _STATEFUL_REFUSALS}}}
 )
-schema = schemathesis.openapi.from_path(SPEC_PATH, config=CONFIG)
+# GET /v1/watch is left out: a 200 is a stream that never ends by itself,
+# so schemathesis (which reads the whole body to validate it) would wait
+# until its timeout on every accepted request. tests/test_watch.py covers
+# its 4xx answers and stream shapes, tests/test_openapi.py its messages.
+schema = schemathesis.openapi.from_path(SPEC_PATH, config=CONFIG).exclude(operation_id="watch")
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +76,26 @@ def test_the_api_answers_as_its_spec_says(case: schemathesis.Case, cluster: Loca
         assert response.status_code != 500, response.text
         cluster.wait_ready()  # the next example starts with a known leader
         return
+    if case.method == "GET" and (case.query or {}).get("wait") is not None:
+        if "If-None-Match" not in headers or (case.query or {}).get("revision") is not None:
+            # wait needs If-None-Match and excludes revision: a dependency
+            # OpenAPI cannot state, refused with 400 invalid_argument.
+            response = case.call_and_validate(
+                base_url=base_url, timeout=30, excluded_checks=[positive_data_acceptance]
+            )
+            assert 400 <= response.status_code < 500, response.text
+            return
+        # A matching ETag ("*") blocks for the whole wait: keep it short.
+        case.query["wait"] = "0.2s"
+    # The coverage phase labels a case positive even when it made one part
+    # schema-invalid (e.g. `If-None-Match: 0` on a GET): not valid data.
+    components = case.meta.components.values() if case.meta is not None else ()
+    invalid_part = any(not component.mode.is_positive for component in components)
     if (case.query or {}).get("revision") is not None or case.operation.path == "/v1/compaction":
         # A revision past the store's current one is 400 future_revision:
         # schema-valid, refused for the store's state; every other check holds.
         response = case.call(base_url=base_url, timeout=30)
         future = response.status_code == 400 and b'"future_revision"' in response.content
-        case.validate_response(response, excluded_checks=[positive_data_acceptance] if future else [])
+        case.validate_response(response, excluded_checks=[positive_data_acceptance] if future or invalid_part else [])
         return
-    case.call_and_validate(base_url=base_url, timeout=30)
+    case.call_and_validate(base_url=base_url, timeout=30, excluded_checks=[positive_data_acceptance] if invalid_part else [])

@@ -24,6 +24,7 @@ from raftkv.client.models import (
 )
 from raftkv.client.sync_client import Client
 from raftkv.client.txn import Compare, Op
+from raftkv.client.watch import Watch, WatchCompacted, WatchEvent
 
 __all__ = [
     "AsyncClient",
@@ -47,5 +48,8 @@ __all__ = [
     "TxnOpResult",
     "TxnResult",
     "Unavailable",
+    "Watch",
+    "WatchCompacted",
+    "WatchEvent",
     "new_idempotency_key",
 ]
