@@ -29,6 +29,7 @@ from raftkv.kv import auth_state, commands, leases, mvcc, snapshot_format
 from raftkv.kv.commands import InvalidCommand
 from raftkv.kv.idempotency import DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, Entry, IdempotencyTable
 from raftkv.kv.integers import format_int, in_int64_range, parse_int64
+from raftkv.kv.latest_cache import LatestCache
 from raftkv.kv.mvcc import META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION, int_bytes, pack, unpack
 from raftkv.kv.snapshot_format import Record
 from raftkv.kv.store import EXTRA_TABLES, MemoryStore, ReadTxn, Store, WriteTxn
@@ -107,6 +108,8 @@ class KVStateMachine:
         self.leases = leases.LeaseCommands(self._txn, self._delete_keys, lambda: self._revision)
         self._handlers.update(self.leases.handlers())
         self._batch: WriteTxn | None = None
+        # Recently used keys' latest state, kept exact by _write (latest_cache.py).
+        self._latest = LatestCache()
         self._changes: list[Change] = []  # writes of the open batch, for listeners
         self._state_replaced = False  # the open batch restored a snapshot
         self._change_listeners: list[ChangeListener] = []
@@ -122,6 +125,7 @@ class KVStateMachine:
         if self._batch is not None:
             raise RuntimeError("cannot change stores inside a batch")
         old, self._store = self._store, store
+        self._latest.clear()
         txn = store.read()
         try:
             self._revision = mvcc.read_int(txn, META_REVISION)
@@ -163,6 +167,7 @@ class KVStateMachine:
     ) -> None:
         _write(txn, key, record, revision, sub)
         leases.set_key_lease(txn, key, lease)  # a write without the lease detaches it
+        self._latest.put(key, record, lease)
         if self._change_listeners:
             self._changes.append((revision, sub, key, record))
 
@@ -209,6 +214,7 @@ class KVStateMachine:
         """Drop the open batch (the in-memory counters are reloaded from the store)."""
         txn, self._batch = self._batch, None
         self._changes, self._state_replaced = [], False
+        self._latest.clear()  # it may hold the batch's writes
         if txn is not None:
             txn.abort()
             self.attach_store(self._store)
@@ -332,13 +338,22 @@ class KVStateMachine:
             if leases.lease_record(txn, lease) is None:
                 return leases.not_found(lease, self._revision)
         revision = self._revision + 1
-        # A put needs the old create_revision and version, not the old value.
-        old = txn.get("latest", mvcc.latest_key(key.encode()))
-        if old is None:
-            record = (value, revision, revision, 1)
+        cached = self._latest.get(key)
+        if cached is not None:
+            old_record = cached[0]
+            record = (
+                (value, revision, revision, 1)
+                if old_record is None
+                else (value, old_record[1], revision, old_record[3] + 1)
+            )
         else:
-            create_revision, _mod, _sub, version = unpack(old)
-            record = (value, create_revision, revision, version + 1)
+            # A put needs the old create_revision and version, not the old value.
+            old = txn.get("latest", mvcc.latest_key(key.encode()))
+            if old is None:
+                record = (value, revision, revision, 1)
+            else:
+                create_revision, _mod, _sub, version = unpack(old)
+                record = (value, create_revision, revision, version + 1)
         self._write(txn, key, record, revision, 0, lease)
         self._revision = revision
         return {"ok": True, "revision": revision, "kv": _kv(key, record, lease)}
@@ -553,11 +568,14 @@ class KVStateMachine:
     def get(self, key: str, revision: int | None = None) -> KV | None:
         """The key now, or as of ``revision`` (CompactedError below the
         compact revision, FutureRevisionError beyond the current one)."""
+        if revision is None or revision == self._revision:
+            cached = self._latest.get(key)
+            if cached is None:
+                cached = self._load_latest(key)
+            record, lease = cached
+            return None if record is None else _kv(key, record, lease)
         txn = self._read()
         try:
-            if revision is None or revision == self._revision:
-                record = _record(txn, key)
-                return None if record is None else _kv(key, record, leases.lease_of(txn, key))
             self._check_revision(revision)
             found = mvcc.version_at(txn, key.encode(), revision)
             if found is None or found[0] is None:
@@ -565,6 +583,17 @@ class KVStateMachine:
             return _kv(key, found)  # type: ignore[arg-type]
         finally:
             self._done(txn)
+
+    def _load_latest(self, key: str) -> tuple[Record | None, int]:
+        """``key``'s latest record and lease from the store, now cached."""
+        txn = self._read()
+        try:
+            record = _record(txn, key)
+            lease = 0 if record is None else leases.lease_of(txn, key)
+        finally:
+            self._done(txn)
+        self._latest.put(key, record, lease)
+        return record, lease
 
     def range(
         self,
@@ -648,6 +677,7 @@ class KVStateMachine:
         try:
             for table in ("latest", "index", "history", "idem", *EXTRA_TABLES):
                 txn.clear(table)
+            self._latest.clear()
             for table, items in contents.tables.items():
                 for key, value in items:
                     txn.put(table, key, value)
