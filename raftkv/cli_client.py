@@ -65,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("value", help="the value; '-' reads it from stdin (bytes as they are)")
     p.add_argument("--if-match", type=int, metavar="REV", help="write only if the key's mod_revision is REV")
     p.add_argument("--create-only", action="store_true", help="write only if the key does not exist")
+    p.add_argument("--lease", metavar="ID", help="attach the key to this lease (see `raftkv lease`): it is deleted with it")
 
     p = add("del", _cmd_del, "delete a key, or every key under a prefix")
     p.add_argument("key", help="the key, or the prefix with --prefix ('' means every key)")
@@ -115,7 +116,10 @@ def _run(args: argparse.Namespace, handler: Handler) -> int:
     except ValueError as exc:
         # The client checks keys and arguments before sending (e.g. an empty key).
         parser.error(str(exc))
-    except NotFound:
+    except NotFound as exc:
+        if exc.code == "lease_not_found":
+            print(f"error: {exc.message}; nothing was written", file=err)
+            return EXIT_FAILED
         print(f"error: key not found: {getattr(args, 'key', '')!r}", file=err)
         return EXIT_FAILED
     except PreconditionFailed as exc:
@@ -176,7 +180,7 @@ def _cmd_put(args: argparse.Namespace, client: Client) -> int:
     if args.if_match is not None and args.if_match < 0:
         raise UsageError("--if-match must be >= 0")
     value: bytes | str = sys.stdin.buffer.read() if args.value == "-" else args.value
-    result = client.put(args.key, value, if_mod_revision=args.if_match, if_absent=args.create_only)
+    result = client.put(args.key, value, if_mod_revision=args.if_match, if_absent=args.create_only, lease=args.lease)
     print(f"OK revision={result.revision} mod_revision={result.kv.mod_revision} version={result.kv.version}")
     return EXIT_OK
 

@@ -11,6 +11,7 @@ from raftkv.client.errors import (
     ResultExpired,
     Unavailable,
 )
+from raftkv.client.leases import AsyncKeepAlive, KeepAlive, LeaseGrant, LeaseInfo, RevokeResult
 from raftkv.client.models import (
     DeleteResult,
     GetResult,
@@ -28,13 +29,17 @@ from raftkv.client.watch import Watch, WatchCompacted, WatchEvent
 
 __all__ = [
     "AsyncClient",
+    "AsyncKeepAlive",
     "Client",
     "ClientError",
     "Compare",
     "DeleteResult",
     "GetResult",
     "InvalidResponse",
+    "KeepAlive",
     "KeyValue",
+    "LeaseGrant",
+    "LeaseInfo",
     "ListResult",
     "MemberInfo",
     "NodeStatus",
@@ -45,6 +50,7 @@ __all__ = [
     "PutResult",
     "RequestRejected",
     "ResultExpired",
+    "RevokeResult",
     "TxnOpResult",
     "TxnResult",
     "Unavailable",

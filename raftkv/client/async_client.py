@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,20 @@ from raftkv.client.errors import (
     ResultExpired,
     Unavailable,
 )
+from raftkv.client.leases import (
+    AsyncKeepAlive,
+    LeaseGrant,
+    LeaseId,
+    LeaseInfo,
+    RevokeResult,
+    check_ttl,
+    lease_id_text,
+    parse_grant,
+    parse_info,
+    parse_revoke,
+    random_lease_id,
+)
+from raftkv.client.leases import parse_list as parse_lease_list
 from raftkv.client.models import (
     DeleteResult,
     GetResult,
@@ -207,18 +221,23 @@ class AsyncClient:
         if_mod_revision: int | None = None,
         if_absent: bool = False,
         idempotency_key: str | None = None,
+        lease: LeaseId | None = None,
     ) -> PutResult:
         """Write a value. ``if_mod_revision`` makes it a compare-and-set
-        (0 never matches an existing key); ``if_absent`` makes it create-only.
-        Raises PreconditionFailed when the condition does not hold."""
+        (0 never matches an existing key); ``if_absent`` makes it create-only;
+        ``lease`` attaches the key to that lease (it goes when the lease does;
+        a put without it detaches the key). Raises PreconditionFailed when the
+        condition does not hold, NotFound when the lease does not exist."""
         path = key_path(key)
         data = to_bytes(value)
         _check_revision("if_mod_revision", if_mod_revision)
+        params = {} if lease is None else {"lease": lease_id_text(lease)}
         ikey = idempotency_key or new_idempotency_key()
         resp = await self._request(
             "PUT",
             path,
             RequestKind.WRITE,
+            params=params,
             body=data,
             headers=_write_headers(ikey, if_mod_revision, if_absent),
             idempotency_key=ikey,
@@ -308,6 +327,66 @@ class AsyncClient:
         )
         self._raise_for_status(resp, ikey)
         return parse_txn(resp.json(), replayed=resp.replayed)
+
+    # -- leases (docs/leases.md) ---------------------------------------------
+
+    async def lease_grant(self, ttl: int, lease_id: LeaseId | None = None) -> LeaseGrant:
+        """A new lease that lives ``ttl`` seconds unless renewed. Without
+        ``lease_id`` the client picks a random one, so a grant resent after a
+        lost answer finds the lease it made; a chosen id that exists already
+        raises RequestRejected 409 ``lease_exists``."""
+        chosen = lease_id is not None
+        text = lease_id_text(lease_id) if chosen else random_lease_id()
+        body = orjson.dumps({"ttl": check_ttl(ttl), "id": text})
+        resp = await self._request(
+            "POST", "/v1/leases", RequestKind.WRITE, body=body, headers={"Content-Type": "application/json"}
+        )
+        if resp.status == 409 and not chosen and parse_error(409, _json_or_none(resp))[0] == "lease_exists":
+            # Our own earlier attempt applied; its answer was lost.
+            info = await self.lease_info(text)
+            return LeaseGrant(id=text, ttl=info.ttl, revision=info.revision)
+        self._raise_for_status(resp)
+        return parse_grant(resp.json())
+
+    async def lease_keepalive(self, lease_id: LeaseId) -> LeaseGrant:
+        """Renew a lease: it lives its full TTL again from the leader's now.
+        Raises NotFound (code ``lease_not_found``) when it expired or was revoked."""
+        text = lease_id_text(lease_id)
+        # Renewing twice does no harm, so a resend is safe.
+        resp = await self._request("POST", f"/v1/leases/{text}/keepalive", RequestKind.WRITE)
+        self._raise_for_status(resp)
+        return parse_grant(resp.json(), "keepalive response")
+
+    async def lease_revoke(self, lease_id: LeaseId) -> RevokeResult:
+        """End a lease now and delete its keys (at one revision). Raises
+        NotFound when there is no such lease (a revoke resent after a lost
+        answer may see its own work that way)."""
+        text = lease_id_text(lease_id)
+        resp = await self._request("DELETE", f"/v1/leases/{text}", RequestKind.WRITE)
+        self._raise_for_status(resp)
+        return parse_revoke(resp.json())
+
+    async def lease_info(self, lease_id: LeaseId, consistency: str = "linearizable") -> LeaseInfo:
+        """A lease's TTL, remaining seconds and keys; NotFound when it does not exist."""
+        text = lease_id_text(lease_id)
+        params = {"consistency": _check_consistency(consistency)}
+        resp = await self._request("GET", f"/v1/leases/{text}", RequestKind.READ, params=params)
+        self._raise_for_status(resp)
+        return parse_info(resp.json())
+
+    async def leases(self, consistency: str = "linearizable") -> list[LeaseInfo]:
+        """Every live lease, in id order (``keys`` is None in these)."""
+        params = {"consistency": _check_consistency(consistency)}
+        resp = await self._request("GET", "/v1/leases", RequestKind.READ, params=params)
+        self._raise_for_status(resp)
+        return parse_lease_list(resp.json())
+
+    def keep_alive(
+        self, lease_id: LeaseId, on_renew: Callable[[LeaseGrant], None] | None = None
+    ) -> AsyncKeepAlive:
+        """Renew ``lease_id`` every ttl/3 in a task while ``async with`` lasts:
+        ``async with client.keep_alive(lease.id) as keeper: ...``; see AsyncKeepAlive."""
+        return AsyncKeepAlive(self, lease_id, on_renew)
 
     # -- cluster API -------------------------------------------------------
 

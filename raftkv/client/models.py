@@ -23,6 +23,7 @@ class KeyValue:
     create_revision: int
     mod_revision: int
     version: int
+    lease: str | None = None  # the lease the key is attached to (current reads only)
 
     @property
     def text(self) -> str | None:
@@ -38,6 +39,8 @@ class KeyValue:
             mod_revision=self.mod_revision,
             version=self.version,
         )
+        if self.lease is not None:
+            out["lease"] = self.lease
         return out
 
 
@@ -162,6 +165,7 @@ def parse_kv(obj: Any, value: bytes | None = None, where: str = "kv") -> KeyValu
         create_revision=_field(o, "create_revision", int, where),
         mod_revision=_field(o, "mod_revision", int, where),
         version=_field(o, "version", int, where),
+        lease=o["lease"] if isinstance(o.get("lease"), str) else None,
     )
 
 
@@ -183,6 +187,7 @@ def parse_get(key: str, headers: Mapping[str, str], body: bytes) -> GetResult:
         create_revision=_header_int(headers, "X-Raftkv-Create-Revision"),
         mod_revision=_header_int(headers, "X-Raftkv-Mod-Revision"),
         version=_header_int(headers, "X-Raftkv-Version"),
+        lease=headers.get("X-Raftkv-Lease"),
     )
     return GetResult(kv=kv, revision=_header_int(headers, "X-Raftkv-Revision"))
 

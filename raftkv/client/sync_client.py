@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from raftkv.client.async_client import AsyncClient
+from raftkv.client.leases import KeepAlive, LeaseGrant, LeaseId, LeaseInfo, RevokeResult
 from raftkv.client.models import (
     DeleteResult,
     GetResult,
@@ -87,8 +88,9 @@ class Client:
         if_mod_revision: int | None = None,
         if_absent: bool = False,
         idempotency_key: str | None = None,
+        lease: LeaseId | None = None,
     ) -> PutResult:
-        return self._run(self._async.put(key, value, if_mod_revision, if_absent, idempotency_key))
+        return self._run(self._async.put(key, value, if_mod_revision, if_absent, idempotency_key, lease))
 
     def delete(
         self, key: str, if_mod_revision: int | None = None, idempotency_key: str | None = None
@@ -116,6 +118,27 @@ class Client:
         idempotency_key: str | None = None,
     ) -> TxnResult:
         return self._run(self._async.txn(compare, success, failure, idempotency_key))
+
+    def lease_grant(self, ttl: int, lease_id: LeaseId | None = None) -> LeaseGrant:
+        return self._run(self._async.lease_grant(ttl, lease_id))
+
+    def lease_keepalive(self, lease_id: LeaseId) -> LeaseGrant:
+        return self._run(self._async.lease_keepalive(lease_id))
+
+    def lease_revoke(self, lease_id: LeaseId) -> RevokeResult:
+        return self._run(self._async.lease_revoke(lease_id))
+
+    def lease_info(self, lease_id: LeaseId, consistency: str = "linearizable") -> LeaseInfo:
+        return self._run(self._async.lease_info(lease_id, consistency))
+
+    def leases(self, consistency: str = "linearizable") -> list[LeaseInfo]:
+        return self._run(self._async.leases(consistency))
+
+    def keep_alive(self, lease_id: LeaseId, on_renew: Callable[[LeaseGrant], None] | None = None) -> KeepAlive:
+        """Renew ``lease_id`` every ttl/3 on the client's loop thread while
+        ``with client.keep_alive(lease.id) as keeper:`` lasts. ``on_renew``
+        runs on that thread: keep it quick and do not call the client from it."""
+        return KeepAlive(self._run, self._loop, self._async.keep_alive(lease_id, on_renew))
 
     def status(self, endpoint: str | None = None) -> NodeStatus:
         return self._run(self._async.status(endpoint))

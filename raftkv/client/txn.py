@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from raftkv.client.leases import lease_id_text
 from raftkv.client.values import check_key, encode_value, to_bytes
 
 COMPARE_OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
@@ -98,8 +99,12 @@ class Op:
         return cls({"op": "get", "key": check_key(key)})
 
     @classmethod
-    def put(cls, key: str, value: bytes | str) -> Op:
-        return cls({"op": "put", "key": check_key(key), **encode_value(to_bytes(value))})
+    def put(cls, key: str, value: bytes | str, lease: str | int | None = None) -> Op:
+        """``lease``: attach the key to that lease (docs/leases.md)."""
+        body: dict[str, Any] = {"op": "put", "key": check_key(key), **encode_value(to_bytes(value))}
+        if lease is not None:
+            body["lease"] = lease_id_text(lease)
+        return cls(body)
 
     @classmethod
     def delete(cls, key: str) -> Op:
