@@ -90,6 +90,7 @@ async def _run(config: RunConfig) -> RunResult:
             nemesis = Nemesis(cluster, proxies, random.Random(f"{config.seed}/nemesis"),
                               recorder.record_nemesis)
             recorder.start_clock()
+            await workload.start(apis)
             phases["workload_start"] = time.monotonic() - run_started
             await _run_workload(config, workload, apis, recorder, nemesis, plan)
             faults = nemesis.faults_injected

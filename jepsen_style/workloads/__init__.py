@@ -5,8 +5,9 @@ from jepsen_style.workloads.base import CheckOutcome, Completion, Op, OpGenerato
 from jepsen_style.workloads.inventory import InventoryWorkload
 from jepsen_style.workloads.register import RegisterWorkload
 from jepsen_style.workloads.set_workload import SetWorkload
+from jepsen_style.workloads.watch_workload import WatchWorkload
 
-WORKLOAD_NAMES = ("register", "inventory", "set")
+WORKLOAD_NAMES = ("register", "inventory", "set", "watch")
 
 __all__ = ["CheckOutcome", "Completion", "Op", "OpGenerator", "Workload", "WORKLOAD_NAMES",
            "make_workload"]
@@ -21,4 +22,6 @@ def make_workload(name: str, unsafe_serializable_reads: bool = False) -> Workloa
         return RegisterWorkload(serializable_reads=unsafe_serializable_reads)
     if name == "inventory":
         return InventoryWorkload()
+    if name == "watch":
+        return WatchWorkload()
     return SetWorkload()

@@ -63,6 +63,10 @@ class Workload(ABC):
     async def setup(self, api: NodeApi) -> None:
         """Write the initial state, before the history starts."""
 
+    async def start(self, apis: list[NodeApi]) -> None:
+        """Start what runs beside the clients (one API per node), as the
+        history starts; `invoke_final` stops it (the watch workload's watchers)."""
+
     @abstractmethod
     async def invoke(self, api: NodeApi, op: Op) -> Completion:
         """Perform `op`; raises `RequestNotSent` or `OutcomeUnknown` from `NodeApi`."""
