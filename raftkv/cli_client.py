@@ -44,7 +44,34 @@ def _common_options() -> argparse.ArgumentParser:
         help="comma-separated node URLs (default: $RAFTKV_ENDPOINTS or " + DEFAULT_ENDPOINTS + ")",
     )
     common.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt (default 5)")
+    common.add_argument(
+        "--user",
+        metavar="NAME[:PASSWORD]",
+        default=None,
+        help="authenticate as this user when auth is enabled (default: $RAFTKV_USER, "
+        "password from $RAFTKV_PASSWORD or a prompt)",
+    )
     return common
+
+
+def credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """User and password from --user NAME[:PASS], else RAFTKV_USER and
+    RAFTKV_PASSWORD; a missing password is asked for on a terminal."""
+    spec = getattr(args, "user", None) or os.environ.get("RAFTKV_USER")
+    if not spec:
+        return None, None
+    name, sep, password = spec.partition(":")
+    if not name:
+        args.parser.error("--user: the user name is empty")
+    if not sep:
+        password = os.environ.get("RAFTKV_PASSWORD") or ""
+        if not password:
+            if not sys.stdin.isatty():
+                args.parser.error(f"--user {name}: give NAME:PASSWORD or set RAFTKV_PASSWORD (no terminal to ask on)")
+            import getpass
+
+            password = getpass.getpass(f"password for {name}: ")
+    return name, password
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -108,8 +135,9 @@ def _run(args: argparse.Namespace, handler: Handler) -> int:
     if not args.timeout > 0:
         parser.error("--timeout must be > 0")
     err = sys.stderr
+    user, password = credentials(args)
     try:
-        with Client(endpoints, timeout=args.timeout) as client:
+        with Client(endpoints, timeout=args.timeout, user=user, password=password) as client:
             return handler(args, client)
     except UsageError as exc:
         parser.error(str(exc))
@@ -117,7 +145,7 @@ def _run(args: argparse.Namespace, handler: Handler) -> int:
         # The client checks keys and arguments before sending (e.g. an empty key).
         parser.error(str(exc))
     except NotFound as exc:
-        if exc.code == "lease_not_found":
+        if exc.code != "key_not_found":  # a lease, user, role...
             print(f"error: {exc.message}; nothing was written", file=err)
             return EXIT_FAILED
         print(f"error: key not found: {getattr(args, 'key', '')!r}", file=err)

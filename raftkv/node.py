@@ -20,6 +20,7 @@ from raftkv.server.http_api import HttpApi
 from raftkv.server import lease_routes
 from raftkv.server.lease_keeper import LeaseKeeper
 from raftkv.server import member_routes
+from raftkv.server import auth_routes
 from raftkv.server import watch_routes
 from raftkv.tls import http_context_for, peer_tls_for
 
@@ -65,6 +66,7 @@ async def serve(config: NodeConfig) -> None:
     api = HttpApi(
         engine, machine, config.limits, config.default_timeout, config.max_timeout, metrics=metrics, hot_keys=HotKeys()
     )
+    auth_routes.install(api)  # first: its request guard covers every route
     member_routes.install(api)
     watch_hub = watch_routes.install(api)
     lease_keeper = LeaseKeeper(engine, machine)  # before the loop runs an apply: it sees every lease event

@@ -39,6 +39,23 @@ CONTRACT_OPERATIONS = {
     ("get", "/v1/snapshot"),
     ("get", "/v1/watch"),
     ("post", "/v1/watch/{id}/progress"),
+    ("post", "/v1/auth/authenticate"),
+    ("get", "/v1/auth/status"),
+    ("post", "/v1/auth/enable"),
+    ("post", "/v1/auth/disable"),
+    ("get", "/v1/auth/users"),
+    ("post", "/v1/auth/users"),
+    ("get", "/v1/auth/users/{name}"),
+    ("delete", "/v1/auth/users/{name}"),
+    ("put", "/v1/auth/users/{name}/password"),
+    ("put", "/v1/auth/users/{name}/roles/{role}"),
+    ("delete", "/v1/auth/users/{name}/roles/{role}"),
+    ("get", "/v1/auth/roles"),
+    ("post", "/v1/auth/roles"),
+    ("get", "/v1/auth/roles/{name}"),
+    ("delete", "/v1/auth/roles/{name}"),
+    ("post", "/v1/auth/roles/{name}/permissions"),
+    ("delete", "/v1/auth/roles/{name}/permissions"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 

@@ -21,7 +21,6 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 SALT_BYTES = 16
 HASH_BYTES = 32
-MAX_PASSWORD_BYTES = 1024
 # Enough for n up to 2**16 at r 8; a record asking for more is refused.
 _MAX_MEMORY = 1 << 27
 

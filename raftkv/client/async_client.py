@@ -80,6 +80,8 @@ DISCOVERY_TIMEOUT = 1.0
 # How long to wait before asking every node "who leads?" again after failing
 # to find out; during an election every answer is "nobody".
 DISCOVERY_INTERVAL = 0.5
+# 401 codes a new token may cure (not authentication_failed: wrong password).
+_STALE_TOKEN = frozenset({"unauthenticated", "invalid_token", "token_expired"})
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,11 @@ class AsyncClient:
         retries: int = 5,
         backoff_base: float = 0.05,
         backoff_max: float = 2.0,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
+        """``user`` and ``password``: for a cluster with auth enabled; the
+        client trades them for a token and gets a new one when it expires."""
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a list of URLs, not one string")
         if not endpoints:
@@ -156,6 +162,11 @@ class AsyncClient:
             raise ValueError(f"retries must be >= 0, got {retries!r}")
         if backoff_base < 0 or backoff_max < 0:
             raise ValueError("backoff_base and backoff_max must be >= 0")
+        if (user is None) != (password is None):
+            raise ValueError("give both user and password, or neither")
+        self._credentials = None if user is None or password is None else (user, password)
+        self._token: str | None = None  # "" once the cluster said auth is off
+        self._auth_lock: asyncio.Lock | None = None
         self.endpoints = [normalize_endpoint(e) for e in endpoints]
         self.timeout = float(timeout)
         self.retries = retries
@@ -506,6 +517,8 @@ class AsyncClient:
         Connection-level errors propagate as aiohttp / asyncio exceptions for
         the caller to classify with ``attempt``."""
         t = self.timeout if timeout is None else timeout
+        if self._token:
+            headers = {**(headers or {}), "Authorization": f"Bearer {self._token}"}
         query = dict(params or {})
         query["timeout"] = f"{min(t, SERVER_MAX_TIMEOUT):g}"
         url = URL(endpoint + path, encoded=True).update_query(query)
@@ -533,7 +546,52 @@ class AsyncClient:
         idempotency_key: str | None = None,
     ) -> RawResponse:
         """Send with failover and retries; returns the first definite answer
-        (any status but 5xx) or raises Unavailable / OutcomeUnknown."""
+        (any status but 5xx) or raises Unavailable / OutcomeUnknown. With
+        credentials, sends a token, and a new one after a 401 for a stale
+        token: a 401 comes before anything is applied, so resending is safe."""
+        if self._credentials is None:
+            return await self._request_failover(method, path, kind, params, body, headers, idempotency_key)
+        if self._token is None:
+            await self._authenticate(None)
+        used = self._token
+        resp = await self._request_failover(method, path, kind, params, body, headers, idempotency_key)
+        if resp.status == 401 and parse_error(401, _json_or_none(resp))[0] in _STALE_TOKEN:
+            await self._authenticate(used)
+            resp = await self._request_failover(method, path, kind, params, body, headers, idempotency_key)
+        return resp
+
+    async def _authenticate(self, stale: str | None) -> None:
+        """Get a token unless another request got a newer one than ``stale``."""
+        assert self._credentials is not None
+        if self._auth_lock is None:
+            self._auth_lock = asyncio.Lock()
+        async with self._auth_lock:
+            if self._token is not None and self._token != stale:
+                return
+            user, password = self._credentials
+            resp = await self._request_failover(
+                "POST",
+                "/v1/auth/authenticate",
+                RequestKind.READ,
+                body=orjson.dumps({"name": user, "password": password}),
+                headers={"Content-Type": "application/json"},
+            )
+            if resp.status == 409 and parse_error(409, _json_or_none(resp))[0] == "auth_not_enabled":
+                self._token = ""  # none needed; a later 401 makes us ask again
+                return
+            self._raise_for_status(resp)
+            self._token = str(resp.json()["token"])
+
+    async def _request_failover(
+        self,
+        method: str,
+        path: str,
+        kind: RequestKind,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> RawResponse:
         await self._maybe_discover()
         maybe_applied = False
         last_error = "no attempt made"

@@ -38,9 +38,11 @@ class Client:
         retries: int = 5,
         backoff_base: float = 0.05,
         backoff_max: float = 2.0,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         # Validate before starting a thread so bad arguments leak nothing.
-        self._async = AsyncClient(endpoints, timeout, retries, backoff_base, backoff_max)
+        self._async = AsyncClient(endpoints, timeout, retries, backoff_base, backoff_max, user, password)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="raftkv-client", daemon=True)
         self._thread.start()

@@ -115,6 +115,10 @@ class HttpApi:
         # Called with each command before it is proposed; one raises ApiError
         # to refuse it (the space quota: raftkv/server/quota.py).
         self.write_guards: list[Callable[[dict[str, Any]], None]] = []
+        # Awaited with each request and its decoded path before it is routed;
+        # one raises ApiError to refuse it (auth: raftkv/server/auth_policy.py).
+        # Every route, present and future, passes through them.
+        self.request_guards: list[Callable[[web.BaseRequest, str], Awaitable[None]]] = []
         # Extra top-level fields of /v1/status: name -> what to show.
         self.status_sections: dict[str, Callable[[], Any]] = {}
 
@@ -213,6 +217,8 @@ class HttpApi:
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         path = decode_path(request.rel_url.raw_path)
         method = request.method
+        for guard in self.request_guards:
+            await guard(request, path)
         if path.startswith(_KEY_PREFIX):
             key = path[len(_KEY_PREFIX):]
             if not key:
