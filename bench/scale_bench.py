@@ -136,6 +136,10 @@ def run_wrk(
     return parse_wrk(out)
 
 
+# wrk's run length: "2.00s", or "1.00m" from 60 s on (its latencies never use minutes).
+WRK_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
 def parse_wrk(out: str) -> WrkResult:
     def latency(pct: str) -> float:
         match = re.search(rf"^\s+{pct}%\s+([\d.]+\w+)", out, re.M)
@@ -144,7 +148,7 @@ def parse_wrk(out: str) -> WrkResult:
     done = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     if done is None:
         raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    seconds = _latency_ms(done.group(2) + done.group(3)) / 1000
+    seconds = float(done.group(2)) * WRK_DURATION_UNITS[done.group(3)]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     requests = int(done.group(1))

@@ -44,6 +44,13 @@ def test_parse_wrk_reads_latency_percentiles_and_errors() -> None:
     assert result.socket_errors == 3
 
 
+def test_parse_wrk_reads_a_run_length_in_minutes() -> None:
+    # wrk writes 60 s and more as minutes ("1.00m").
+    result = parse_wrk(WRK_OUTPUT.replace("1094 requests in 2.00s", "420000 requests in 1.00m"))
+    assert result.seconds == pytest.approx(60.0)
+    assert result.requests_per_s == pytest.approx(7000.0)
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
 def test_quick_run_goes_through_every_phase(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
