@@ -22,6 +22,7 @@ from raftkv.server.lease_keeper import LeaseKeeper
 from raftkv.server import member_routes
 from raftkv.server import auth_routes
 from raftkv.server import watch_routes
+from raftkv.server import lock_routes
 from raftkv.tls import http_context_for, peer_tls_for
 
 log = logging.getLogger("raftkv.node")
@@ -69,6 +70,7 @@ async def serve(config: NodeConfig) -> None:
     auth_routes.install(api)  # first: its request guard covers every route
     member_routes.install(api)
     watch_hub = watch_routes.install(api)
+    lock_routes.install(api)  # waits on the watch hub
     lease_keeper = LeaseKeeper(engine, machine)  # before the loop runs an apply: it sees every lease event
     lease_routes.install(api, lease_keeper)
     metrics.track(engine.status, lambda: api.pending_proposals, lambda: watch_hub.watcher_count)
