@@ -91,3 +91,10 @@ def test_watch_run_with_kill_and_partition_nemeses_is_valid(tmp_path: Path) -> N
     watchers = [reads[f"watcher/{n}"] for n in range(3)]
     assert all(len(w["events"]) >= len(committed) for w in watchers)
     assert sum(w["reconnects"] for w in watchers) >= 1  # some stream broke and resumed elsewhere
+
+
+def test_a_store_history_that_does_not_add_up_is_invalid() -> None:
+    events = history({"watcher/0": report(HISTORY)})
+    read = next(e for e in events if e.key == "history" and e.type == "ok")
+    read.value["inconsistent"] = "revision 3 changed nothing under w/ (or several keys)"
+    assert check_watch(events).anomalies == ["history: revision 3 changed nothing under w/ (or several keys)"]

@@ -4,7 +4,8 @@ Workload (see `workloads/watch_workload.py`): `put` (argument: [key, value],
 values unique) and `delete` (argument: [key, null]) under one prefix; a
 final `read` of key HISTORY_KEY whose result is the committed history
 ``{"revision": R, "changes": [[revision, key, value or null], ...]}`` (read
-revision by revision after the run); and a final `read` of each watcher's
+revision by revision after the run; with ``"inconsistent": why`` when the
+store's history had a revision with no single change); and a final `read` of each watcher's
 key (WATCHER_KEY_PREFIX + n) whose result is ``{"events": [[revision, key,
 value or null], ...], "reached": revision, "reconnects": n}``: every event
 the watcher received, in the order received, across all its connections.
@@ -43,6 +44,9 @@ def check_watch(events: Iterable[HistoryEvent]) -> InvariantResult:
     if history_read is None:
         return InvariantResult(["no successful read of the committed history, so nothing can be checked"])
     revision, history = _history(history_read)
+    if history_read.result.get("inconsistent"):
+        # The store's history itself does not add up: one change per revision.
+        return InvariantResult([f"history: {history_read.result['inconsistent']}"])
     watchers = {key: call for key, call in finals.items() if isinstance(key, str) and key.startswith(WATCHER_KEY_PREFIX)}
     anomalies = _check_writes(calls, history)
     if not watchers:

@@ -43,8 +43,8 @@ PROGRESS_INTERVAL_S = 1.0
 SILENCE_S = 5.0
 # How long a watcher may take to reach the final revision after the run.
 CATCH_UP_S = 30.0
-# History reads in flight at once.
-HISTORY_READS = 16
+
+Version = tuple[int, int, Any]  # mod_revision, create_revision, value
 
 
 class WatchGenerator(OpGenerator):
@@ -194,32 +194,62 @@ class WatchWorkload(Workload):
         return Completion("ok", watcher.report())
 
     async def _read_history(self, api: NodeApi) -> Completion:
-        """The committed changes under PREFIX, from the state at each revision."""
-        reply = await api.request("GET", "/v1/kv", params={"prefix": PREFIX, "keys_only": "true"})
+        """The committed changes under PREFIX, walked down from the final
+        revision with point reads of past versions (a prefix listing at a
+        past revision costs as much as the range's whole history, a key's
+        version at a revision one index lookup).
+
+        Every revision of the run is one change under PREFIX (only the
+        writers write, and a delete of an absent key makes none), so going
+        down from state(R): the key whose mod_revision is r was put at r,
+        and its version before comes from reading it at r - 1; if no key's
+        mod_revision is r, r deleted the one absent key that existed at
+        r - 1. A revision that fits neither is reported, not guessed."""
+        reply = await api.request("GET", "/v1/kv", params={"prefix": PREFIX})
         if reply.status != 200:
             return read_failure(reply)
-        final = int(reply.json()["revision"])  # linearizable: this node has applied it
+        page = reply.json()  # linearizable: this node has applied the final revision
+        final = int(page["revision"])
+        state: dict[str, Version] = {kv["key"]: (kv["mod_revision"], kv["create_revision"], kv["value"])
+                                     for kv in page["kvs"]}
+        changes: list[list[Any]] = []
+        inconsistent: str | None = None
         # Kept-alive connections of its own: the run's session opens one per
         # request, which made these thousands of reads several times slower.
         async with aiohttp.ClientSession() as session:
-            same_node = NodeApi(session, api.base_url, api.server_timeout_s)
+            node = NodeApi(session, api.base_url, api.server_timeout_s)
             try:
-                states: dict[int, dict[str, tuple[int, Any]]] = {0: {}}
-                for first in range(1, final + 1, HISTORY_READS):
-                    batch = range(first, min(first + HISTORY_READS, final + 1))
-                    states.update(zip(batch, await asyncio.gather(*(_state_at(same_node, r) for r in batch))))
+                for revision in range(final, 0, -1):
+                    put = [key for key, (mod, _c, _v) in state.items() if mod == revision]
+                    if put:
+                        key = put[0]
+                        _mod, create, value = state.pop(key)
+                        changes.append([revision, key, value])
+                        if create < revision:
+                            before = await _version_at(node, key, revision - 1)
+                            if before is None:
+                                inconsistent = f"{key} was not created at {revision} but is absent at {revision - 1}"
+                                break
+                            state[key] = before
+                        continue
+                    absent = [f"{PREFIX}{n}" for n in range(KEYS) if f"{PREFIX}{n}" not in state]
+                    found = [] if revision == 1 else await asyncio.gather(
+                        *(_version_at(node, key, revision - 1) for key in absent))
+                    existed = [(key, version) for key, version in zip(absent, found) if version is not None]
+                    if len(existed) != 1:
+                        inconsistent = f"revision {revision} changed nothing under {PREFIX} (or several keys)"
+                        break
+                    key, version = existed[0]
+                    changes.append([revision, key, None])
+                    state[key] = version
             except UnexpectedReply as error:
                 return read_failure(error.reply)
-        changes: list[list[Any]] = []
-        for revision in range(1, final + 1):
-            before, after = states[revision - 1], states[revision]
-            for key in sorted(after):
-                mod_revision, value = after[key]
-                if mod_revision == revision:
-                    changes.append([revision, key, value])
-            changes += [[revision, key, None] for key in sorted(before.keys() - after.keys())]
+        changes.reverse()
         self.final_revision = final
-        return Completion("ok", {"revision": final, "changes": changes})
+        result: dict[str, Any] = {"revision": final, "changes": changes}
+        if inconsistent is not None:
+            result["inconsistent"] = inconsistent
+        return Completion("ok", result)
 
     def final_ops(self, events: Iterable[HistoryEvent]) -> list[Op]:
         return [Op("read", HISTORY_KEY, None)] + [
@@ -232,15 +262,14 @@ class WatchWorkload(Workload):
                             f"{result.checked} watchers")
 
 
-async def _state_at(api: NodeApi, revision: int) -> dict[str, tuple[int, Any]]:
-    """{key: (mod_revision, value)} under PREFIX as of ``revision``. The node
-    has applied past it, and history never changes, so a serializable read
-    is exact."""
-    reply = await api.request("GET", "/v1/kv", params={
-        "prefix": PREFIX, "revision": str(revision), "consistency": "serializable", "limit": "1000"})
+async def _version_at(api: NodeApi, key: str, revision: int) -> Version | None:
+    """(mod_revision, create_revision, value) of ``key`` as of ``revision``,
+    None if it did not exist then. The node has applied past ``revision``
+    and history never changes, so a serializable read is exact."""
+    reply = await api.request("GET", "/v1/kv/" + key, params={"revision": str(revision), "consistency": "serializable"})
+    if reply.status == 404 and reply.error_code == "key_not_found":
+        return None
     if reply.status != 200:
         raise UnexpectedReply(reply)
-    page = reply.json()
-    if page.get("more"):
-        raise UnexpectedReply(reply)
-    return {kv["key"]: (kv["mod_revision"], kv.get("value")) for kv in page["kvs"]}
+    return (int(reply.headers["X-Raftkv-Mod-Revision"]), int(reply.headers["X-Raftkv-Create-Revision"]),
+            reply.body.decode("utf-8"))
