@@ -39,6 +39,11 @@ CONTRACT_OPERATIONS = {
     ("get", "/v1/snapshot"),
     ("get", "/v1/watch"),
     ("post", "/v1/watch/{id}/progress"),
+    ("post", "/v1/leases"),
+    ("get", "/v1/leases"),
+    ("get", "/v1/leases/{id}"),
+    ("delete", "/v1/leases/{id}"),
+    ("post", "/v1/leases/{id}/keepalive"),
     ("post", "/v1/auth/authenticate"),
     ("get", "/v1/auth/status"),
     ("post", "/v1/auth/enable"),
@@ -119,7 +124,7 @@ def test_write_operations_accept_idempotency_key(spec: dict[str, Any]) -> None:
 def test_client_txn_bodies_match_the_schema(spec: dict[str, Any]) -> None:
     body = txn_body(
         [Compare.number("stock", ">=", 2), Compare.value("k", "==", b"\xff"), Compare.mod_revision("k", "<", 9)],
-        [Op.add("stock", -2), Op.put("p", "v"), Op.put("b", b"\x80"), Op.get("k"), Op.delete("k"),
+        [Op.add("stock", -2), Op.put("p", "v"), Op.put("b", b"\x80", lease=0xC0FFEE), Op.get("k"), Op.delete("k"),
          Op.delete_prefix("")],
         [Op.get("stock")],
     )
@@ -187,7 +192,7 @@ def check(spec: dict[str, Any], path: str, method: str, answer: tuple[int, dict[
     assert str(status) in spec["paths"][path][method]["responses"], (method, path, status, body)
     response, schema = response_schema(spec, path, method, status)
     for name in response.get("headers", {}):
-        if name not in ("Idempotency-Replayed", "Retry-After"):
+        if name not in ("Idempotency-Replayed", "Retry-After", "X-Raftkv-Lease"):  # only sometimes sent
             assert name in headers, (method, path, status, name)
     if "application/json" not in response.get("content", {}):
         return body
@@ -262,3 +267,36 @@ def test_live_watch_and_conditional_reads_match_the_spec(spec: dict[str, Any], c
     events = [line for line in lines if line["type"] != "progress"]
     assert events[0]["value_base64"] == "/g==" and events[0]["revision"] == revision
     assert not message.is_valid({"type": "put", "key": "k", "revision": 1})  # no metadata
+
+
+def test_live_lease_answers_match_the_spec(spec: dict[str, Any], cluster: LocalCluster) -> None:
+    base = cluster.endpoints[2]
+    leases, one, keepalive = "/v1/leases", "/v1/leases/{id}", "/v1/leases/{id}/keepalive"
+    granted = check(spec, leases, "post", http("POST", base + leases, orjson.dumps({"ttl": 30})))
+    lease = granted["id"]
+    check(spec, leases, "post", http("POST", base + leases, orjson.dumps({"ttl": 30, "id": lease})))  # 409
+    check(spec, leases, "post", http("POST", base + leases, orjson.dumps({"ttl": 0})))
+    check(spec, leases, "post", http("POST", base + leases, orjson.dumps({"ttl": 5, "owner": "me"})))
+    put = check(spec, "/v1/kv/{key}", "put", http("PUT", f"{base}/v1/kv/specl/a?lease={lease}", b"v"))
+    assert put["kv"]["lease"] == lease
+    _, headers, _ = http("GET", base + "/v1/kv/specl/a")
+    check(spec, "/v1/kv/{key}", "get", (200, headers, b"v"))
+    assert headers["X-Raftkv-Lease"] == lease
+    check(spec, "/v1/kv/{key}", "put", http("PUT", base + "/v1/kv/specl/b?lease=7fffffffffff0003", b"v"))  # 404
+    check(spec, "/v1/kv/{key}", "put", http("PUT", base + "/v1/kv/specl/b?lease=zz", b"v"))  # 400
+    txn = {"success": [{"op": "put", "key": "specl/t", "value": "t", "lease": lease}]}
+    ran = check(spec, "/v1/txn", "post", http("POST", base + "/v1/txn", orjson.dumps(txn)))
+    assert ran["results"][0]["kv"]["lease"] == lease
+    schema_validator(spec, "TxnRequest").validate(txn)
+    missing = {"success": [{"op": "put", "key": "specl/t", "value": "t", "lease": "7fffffffffff0003"}]}
+    check(spec, "/v1/txn", "post", http("POST", base + "/v1/txn", orjson.dumps(missing)))  # 404
+    shown = check(spec, one, "get", http("GET", f"{base}/v1/leases/{lease}"))
+    assert shown["keys"] == ["specl/a", "specl/t"]
+    check(spec, one, "get", http("GET", base + "/v1/leases/nothex"))
+    check(spec, leases, "get", http("GET", base + leases + "?consistency=serializable"))
+    check(spec, keepalive, "post", http("POST", f"{base}/v1/leases/{lease}/keepalive"))
+    revoked = check(spec, one, "delete", http("DELETE", f"{base}/v1/leases/{lease}"))
+    assert revoked["deleted"] == 2
+    check(spec, one, "delete", http("DELETE", f"{base}/v1/leases/{lease}"))  # 404
+    check(spec, keepalive, "post", http("POST", f"{base}/v1/leases/{lease}/keepalive"))  # 404
+    check(spec, one, "get", http("GET", f"{base}/v1/leases/{lease}"))  # 404
