@@ -520,13 +520,28 @@ end
         old_id = next(m["ID"] for m in listed if m.get("name") == node_id)
         self._stop_member(member)
         shutil.rmtree(member.data_dir)
-        get_json(f"{leader.url}/v3/cluster/member/remove", json.dumps({"ID": old_id}).encode(), timeout=10)
-        get_json(f"{leader.url}/v3/cluster/member/add",
-                 json.dumps({"peerURLs": [member.peer_url]}).encode(), timeout=10)
+        _retry_unavailable(lambda: get_json(
+            f"{leader.url}/v3/cluster/member/remove", json.dumps({"ID": old_id}).encode(), timeout=10))
+        _retry_unavailable(lambda: get_json(
+            f"{leader.url}/v3/cluster/member/add", json.dumps({"peerURLs": [member.peer_url]}).encode(), timeout=10))
         started = time.monotonic()
         self._start(member, "existing")
         self.wait_ready(timeout, names=[node_id])
         return time.monotonic() - started
+
+
+def _retry_unavailable(call: Callable[[], Any], timeout: float = 60) -> Any:
+    """etcd's strict reconfiguration check answers 503 (unhealthy cluster)
+    to a membership change until every member has been connected for 5 s,
+    so one right after a restart is retried."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
 
 
 # -- the scenario -----------------------------------------------------------------
@@ -654,6 +669,8 @@ def run_scenario(systems: list[System], settings: Settings, base: Path, log: Cal
         for system in systems:
             log(f"{system.name}: {what}")
             step(system, reports[system.name])
+            # Every figure so far, in case a later phase fails.
+            log(f"{system.name}: {json.dumps(asdict(reports[system.name]))}")
 
     def new_keys(system: System, report: SystemReport) -> None:
         report.new_keys = phase_new_keys(system, settings)
