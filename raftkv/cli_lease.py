@@ -20,7 +20,16 @@ from types import FrameType
 
 import orjson
 
-from raftkv.cli_client import DEFAULT_ENDPOINTS, EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, format_table
+from raftkv.cli_client import (
+    DEFAULT_ENDPOINTS,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    _common_options,
+    credentials,
+    format_table,
+)
 from raftkv.client import (
     Client,
     ClientError,
@@ -50,9 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "raftkv lease keepalive $ID"
         ),
     )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--endpoints", default=None, help="comma-separated node URLs (default: $RAFTKV_ENDPOINTS or " + DEFAULT_ENDPOINTS + ")")
-    common.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt (default 5)")
+    common = _common_options()  # --endpoints, --timeout, --user: as the other client commands
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -93,7 +100,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "id", None) is not None:
             args.id = lease_id_text(args.id)
-        with Client(endpoints, timeout=args.timeout) as client:
+        user, password = credentials(args)
+        with Client(endpoints, timeout=args.timeout, user=user, password=password) as client:
             return handler(args, client)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
