@@ -13,6 +13,15 @@ Native-engine peers run mutual TLS, as everywhere by default; `--peer-tls
 both` runs a plaintext-peer cluster beside it (`raftkv-native-plain`) and
 adds a ratio table of TLS vs plaintext.
 
+Every raftkv row also gives the leader's CPU time per request (user +
+system seconds of its process from /proc/<pid>/stat over the wrk run,
+divided by the requests wrk counted): on a shared machine requests/s swing
+with the neighbours' load, CPU per request much less, so it is the figure
+to compare code changes by. `--baseline-tree DIR` runs one more native
+cluster from another checkout (`git worktree add /tmp/baseline <commit>`),
+plaintext peers, named `raftkv-native@baseline`, so old and new code share
+every round.
+
 Needs `wrk` (and `etcd` for --etcd): `apt-get install wrk etcd-server`.
 Prints a markdown table; `--json FILE` also writes the raw figures.
 """
@@ -23,6 +32,7 @@ import argparse
 import base64
 import contextlib
 import json
+import os
 import re
 import shutil
 import statistics
@@ -86,9 +96,19 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    leader_cpu_us: float | None = None  # leader process CPU per request (raftkv only)
 
 
-def run_wrk(url: str, script: str, connections: int, duration: int) -> tuple[float, float, float, int]:
+@dataclass
+class WrkRun:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+def run_wrk(url: str, script: str, connections: int, duration: int) -> WrkRun:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
         script_path = f.name
@@ -102,7 +122,16 @@ def run_wrk(url: str, script: str, connections: int, duration: int) -> tuple[flo
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
-    return rps, p50, p99, errors
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return WrkRun(rps, p50, p99, errors, requests)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        # Field 2 (the command) may contain spaces; count from after its ')'.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _latency_ms(text: str) -> float:
@@ -118,12 +147,34 @@ class System:
     name: str
     url: str
     script: dict[str, str]  # workload -> wrk Lua script
+    leader_pid: int | None = None  # raftkv: whose CPU time is measured
 
 
 def preload_raftkv(url: str) -> None:
     for i in range(1, KEYS + 1):
         req = urllib.request.Request(f"{url}/v1/kv/bench/{i}", data=VALUE.encode(), method="PUT")
         urllib.request.urlopen(req).read()
+
+
+def start_raftkv(cluster: LocalCluster, name: str) -> System:
+    leader = cluster.node(cluster.wait_ready(60))
+    preload_raftkv(leader.url)
+    assert leader.process is not None
+    return System(name, leader.url, {"write": RAFTKV_WRITE, "read": RAFTKV_READ}, leader.process.pid)
+
+
+class _TreeCluster(LocalCluster):
+    """A LocalCluster whose nodes import raftkv from another source tree."""
+
+    def __init__(self, tree: Path, *args: object, **kwargs: object) -> None:
+        self.tree = tree
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def command(self, node):  # type: ignore[no-untyped-def]
+        # env execs python in place, so the pid stays the node's; `python -m`
+        # puts the working directory first on sys.path, before the editable
+        # install of this tree.
+        return ["env", "-C", str(self.tree), *super().command(node)]
 
 
 def start_etcd(base: Path, stack: contextlib.ExitStack) -> str:
@@ -189,8 +240,15 @@ def run_rounds(
         results = []
         for workload, conns in workloads:
             for system in systems:
-                rps, p50, p99, errors = run_wrk(system.url, system.script[workload], conns, duration)
-                results.append(Result(system.name, workload, conns, rps, p50, p99, errors))
+                pid = system.leader_pid
+                cpu_before = process_cpu_seconds(pid) if pid is not None else 0.0
+                run = run_wrk(system.url, system.script[workload], conns, duration)
+                cpu_us = None
+                if pid is not None and run.requests:
+                    cpu_us = (process_cpu_seconds(pid) - cpu_before) / run.requests * 1e6
+                results.append(Result(
+                    system.name, workload, conns, run.requests_per_s, run.p50_ms, run.p99_ms, run.errors, cpu_us
+                ))
         all_rounds.append(results)
     return all_rounds
 
@@ -205,6 +263,9 @@ def medians(all_rounds: list[list[Result]]) -> list[Result]:
             statistics.median(r.p50_ms for r in runs),
             statistics.median(r.p99_ms for r in runs),
             sum(r.errors for r in runs),
+            None if first.leader_cpu_us is None else statistics.median(
+                r.leader_cpu_us for r in runs if r.leader_cpu_us is not None
+            ),
         ))
     return out
 
@@ -230,13 +291,14 @@ def ratios(all_rounds: list[list[Result]], baseline: str) -> list[tuple[str, str
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| system | workload | connections | requests/s | p50 ms | p99 ms | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| system | workload | connections | requests/s | p50 ms | p99 ms | leader CPU µs/request | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
+        cpu = "" if r.leader_cpu_us is None else f"{r.leader_cpu_us:,.0f}"
         lines.append(
             f"| {r.system} | {r.workload} | {r.connections} | {r.requests_per_s:,.0f} | "
-            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |"
+            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {cpu} | {r.errors} |"
         )
     return "\n".join(lines)
 
@@ -269,6 +331,11 @@ def main() -> int:
         default=",".join(f"{w}/{c}" for w, c in WORKLOADS),
         help="comma-separated workload/connections pairs to run (default: %(default)s)",
     )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="also run a native cluster (plaintext peers) from this checkout of raftkv, e.g. an older commit",
+    )
     args = parser.parse_args()
     try:
         workloads = [(w, int(c)) for w, c in (item.split("/") for item in args.workloads.split(","))]
@@ -291,9 +358,12 @@ def main() -> int:
                 cluster = stack.enter_context(
                     LocalCluster(base / name, engine=engine, peer_tls=peer_tls if engine == "native" else None)
                 )
-                url = cluster.node(cluster.wait_ready(60)).url
-                preload_raftkv(url)
-                systems.append(System(name, url, {"write": RAFTKV_WRITE, "read": RAFTKV_READ}))
+                systems.append(start_raftkv(cluster, name))
+        if args.baseline_tree is not None:
+            cluster = stack.enter_context(
+                _TreeCluster(args.baseline_tree.resolve(), base / "baseline", engine="native", peer_tls=False)
+            )
+            systems.append(start_raftkv(cluster, "raftkv-native@baseline"))
         if args.etcd:
             url = start_etcd(base, stack)
             systems.append(System("etcd", url, {"write": _etcd_script("write"), "read": _etcd_script("read")}))
