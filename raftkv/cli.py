@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from raftkv import cli_auth, cli_client, cli_lease, cli_member, cli_snapshot, cli_tls, cli_watch
+from raftkv import cli_auth, cli_client, cli_lease, cli_lock, cli_member, cli_snapshot, cli_tls, cli_watch
 from raftkv.config import (
     DEFAULT_ENGINE,
     DEFAULT_QUOTA_BACKEND_BYTES,
@@ -282,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_client.register(subparsers)
     cli_member.register(subparsers)
     cli_lease.register(subparsers)
+    cli_lock.register(subparsers)
     cli_snapshot.register(subparsers)
     cli_watch.register(subparsers)
     cli_auth.register(subparsers)
