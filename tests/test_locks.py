@@ -9,6 +9,9 @@ from urllib.parse import quote
 
 import orjson
 
+import pytest
+
+from raftkv.client import Client, Lock, RequestRejected
 from raftkv.local_cluster import LocalCluster
 from tests.http import call, call_json
 from tests.test_lease_http import grant, wait_until
@@ -126,3 +129,19 @@ def test_election_campaign_proclaim_observe_resign(cluster: LocalCluster) -> Non
     assert values[0] is None and values.index("node-a2") < values.index("node-b")
     assert all(x["revision"] < y["revision"] for x, y in zip(observed, observed[1:]))
     conn.close()
+
+
+def test_the_client_lock_waits_times_out_and_cleans_up(cluster: LocalCluster) -> None:
+    with Client(cluster.endpoints, timeout=1) as kv:
+        with Lock(kv, "t4", ttl=10) as held:
+            assert held.key is not None and held.key.startswith("__locks/t4/") and not held.lost()
+            with pytest.raises(RequestRejected) as refused:
+                Lock(kv, "t4", wait=1.5).acquire()
+            assert refused.value.code == "lock_timeout"
+            first_token = held.fencing_token
+            lease = held.lease_id
+        assert call("GET", f"{cluster.endpoints[0]}/v1/leases/{lease}").status == 404  # revoked on exit
+        with Lock(kv, "t4") as again:
+            assert again.fencing_token is not None and first_token is not None
+            assert again.fencing_token > first_token
+        assert call("GET", f"{cluster.endpoints[0]}/v1/kv?prefix=__locks/t4/").json()["kvs"] == []

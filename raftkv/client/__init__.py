@@ -12,6 +12,7 @@ from raftkv.client.errors import (
     Unavailable,
 )
 from raftkv.client.leases import AsyncKeepAlive, KeepAlive, LeaseGrant, LeaseInfo, RevokeResult
+from raftkv.client.lock import AsyncLock, Lock, LockLost
 from raftkv.client.models import (
     DeleteResult,
     GetResult,
@@ -30,6 +31,7 @@ from raftkv.client.watch import Watch, WatchCompacted, WatchEvent
 __all__ = [
     "AsyncClient",
     "AsyncKeepAlive",
+    "AsyncLock",
     "Client",
     "ClientError",
     "Compare",
@@ -41,6 +43,8 @@ __all__ = [
     "LeaseGrant",
     "LeaseInfo",
     "ListResult",
+    "Lock",
+    "LockLost",
     "MemberInfo",
     "NodeStatus",
     "NotFound",

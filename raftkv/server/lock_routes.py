@@ -102,7 +102,7 @@ class LockRoutes:
 
     def _wait_bound(self, query: dict[str, str]) -> float | None:
         text = query.get("timeout")
-        return None if text is None else parse_seconds(text, "timeout", 0.0, MAX_WAIT)
+        return None if text is None else parse_seconds(text, "timeout", 0.5, MAX_WAIT)
 
     async def _enter(self, prefix: str, lease_id: int, value: bytes, replace_value: bool) -> tuple[str, int, bool]:
         """Create ``prefix + lease`` with the lease unless it exists; returns
