@@ -26,7 +26,8 @@ its events with one bytes.count per chunk; every ``--check-every``-th watcher
 also parses each event's revision and send time (latency samples, and a
 revision that is not above the previous one counts as a duplicate). A
 watcher that has fewer events than acknowledged writes when the drain
-deadline passes counts the difference as lost, more as duplicated.
+deadline passes counts the difference as lost; more events than writes
+attempted (a failed write may still commit) count as duplicated.
 
 Prints a markdown table; ``--json FILE`` also writes the rows.
 """
@@ -185,7 +186,7 @@ async def _worker(conn: Connection, system: str, urls: list[str], indexes: list[
                 cpu_start = time.process_time()
                 conn.send("ok")
             elif command[0] == "collect":
-                _, expected, deadline_s = command
+                _, expected, attempted, deadline_s = command
                 deadline = time.monotonic() + deadline_s
                 while time.monotonic() < deadline and any(
                     s.events < expected and not s.broken for s in streams
@@ -194,7 +195,8 @@ async def _worker(conn: Connection, system: str, urls: list[str], indexes: list[
                 conn.send({
                     "events": sum(s.events for s in streams),
                     "lost": sum(max(0, expected - s.events) for s in streams),
-                    "extra": sum(max(0, s.events - expected) for s in streams),
+                    # More events than writes attempted: some event came twice.
+                    "extra": sum(max(0, s.events - attempted) for s in streams),
                     "duplicates": sum(s.duplicates for s in streams),
                     "broken": sum(s.broken for s in streams),
                     "last_ns": max((s.last_ns for s in streams), default=0),
@@ -240,9 +242,12 @@ class Watchers:
         for pipe in self.pipes:
             pipe.recv()
 
-    def collect(self, expected: int, deadline_s: float) -> dict[str, Any]:
+    def collect(self, expected: int, attempted: int, deadline_s: float) -> dict[str, Any]:
+        """Wait until each watcher has ``expected`` (acknowledged) events or
+        the deadline passes. A write that failed may still have committed, so
+        only events beyond ``attempted`` count as duplicates."""
         for pipe in self.pipes:
-            pipe.send(("collect", expected, deadline_s))
+            pipe.send(("collect", expected, attempted, deadline_s))
         parts = [pipe.recv() for pipe in self.pipes]
         latencies = array("d")
         for part in parts:
@@ -271,6 +276,7 @@ class WriteRun:
     errors: int
     first_ns: int
     seconds: float
+    ack_ms: list[float]  # due time to acknowledgement, per acknowledged write
 
 
 def _put_request(system: str, leader: str, n: int, sent_ns: int) -> tuple[str, str, dict[str, Any]]:
@@ -286,6 +292,7 @@ async def write_phase(system: str, leader: str, rate: float | None, connections:
     its value the time it was due) or, with rate None, as fast as
     ``connections`` closed-loop writers go."""
     acked = errors = 0
+    ack_ms: list[float] = []
     counter = iter(range(10**12))
 
     async def put(session: aiohttp.ClientSession, due_ns: int) -> None:
@@ -296,6 +303,7 @@ async def write_phase(system: str, leader: str, rate: float | None, connections:
                 await response.read()
                 if response.status == 200:
                     acked += 1
+                    ack_ms.append((time.monotonic_ns() - due_ns) / 1e6)
                 else:
                     errors += 1
         except (aiohttp.ClientError, TimeoutError):
@@ -321,7 +329,7 @@ async def write_phase(system: str, leader: str, rate: float | None, connections:
                     await asyncio.sleep(delay)
                 tasks.append(asyncio.create_task(put(session, due)))
             await asyncio.gather(*tasks)
-    return WriteRun(acked, errors, start_ns, (time.monotonic_ns() - start_ns) / 1e9)
+    return WriteRun(acked, errors, start_ns, (time.monotonic_ns() - start_ns) / 1e9, sorted(ack_ms))
 
 
 # -- systems -----------------------------------------------------------------
@@ -395,6 +403,7 @@ class Row:
     writes: int
     write_errors: int
     writes_per_s: float
+    write_p50_ms: float  # due time to the write's acknowledgement
     events: int
     events_per_s: float
     p50_ms: float
@@ -419,12 +428,13 @@ def run_phase(target: Target, watchers: Watchers, phase: str, rate: float | None
     watchers.reset()
     cpu_before = sum(process_cpu_seconds(pid) for pid in target.pids)
     run = asyncio.run(write_phase(target.name, target.leader, rate, conns, duration))
-    got = watchers.collect(run.acked, DRAIN_TIMEOUT)
+    got = watchers.collect(run.acked, run.acked + run.errors, DRAIN_TIMEOUT)
     nodes_cpu = sum(process_cpu_seconds(pid) for pid in target.pids) - cpu_before
     span = max(got["last_ns"] - run.first_ns, 1) / 1e9
     lat = got["latencies"]
     return Row(
         target.name, phase, watchers.count, run.acked, run.errors, run.acked / run.seconds,
+        _quantile(run.ack_ms, 0.5),
         got["events"], got["events"] / span,
         _quantile(lat, 0.5), _quantile(lat, 0.99), lat[-1] if lat else float("nan"),
         got["lost"], got["extra"] + got["duplicates"], got["broken"], rss_mb(target.pids),
@@ -434,14 +444,16 @@ def run_phase(target: Target, watchers: Watchers, phase: str, rate: float | None
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| system | phase | watchers | writes/s | events/s | p50 ms | p99 ms | max ms | lost | dup "
+        "| system | phase | watchers | writes/s | write p50 ms | events/s | p50 ms | p99 ms | max ms | write errors | lost | dup "
         "| nodes' RSS MB | nodes' CPU µs/event | watchers' CPU % |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r.system} | {r.phase} | {r.watchers} | {r.writes_per_s:,.0f} | {r.events_per_s:,.0f} | "
-            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.1f} | {r.lost} | {r.duplicated} | {r.rss_mb:,.0f} | "
+            f"| {r.system} | {r.phase} | {r.watchers} | {r.writes_per_s:,.0f} | {r.write_p50_ms:.1f} | "
+            f"{r.events_per_s:,.0f} | "
+            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.1f} | {r.write_errors} | {r.lost} | {r.duplicated} | "
+            f"{r.rss_mb:,.0f} | "
             f"{r.nodes_cpu_s / max(r.events, 1) * 1e6:.1f} | {r.watchers_cpu_s / r.span_s * 100:.0f} |"
         )
     return "\n".join(lines)
