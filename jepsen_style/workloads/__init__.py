@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from jepsen_style.workloads.base import CheckOutcome, Completion, Op, OpGenerator, Workload
 from jepsen_style.workloads.inventory import InventoryWorkload
+from jepsen_style.workloads.lock_workload import LockWorkload
 from jepsen_style.workloads.register import RegisterWorkload
 from jepsen_style.workloads.set_workload import SetWorkload
 from jepsen_style.workloads.watch_workload import WatchWorkload
 
-WORKLOAD_NAMES = ("register", "inventory", "set", "watch")
+WORKLOAD_NAMES = ("register", "inventory", "set", "watch", "lock")
 
 __all__ = ["CheckOutcome", "Completion", "Op", "OpGenerator", "Workload", "WORKLOAD_NAMES",
            "make_workload"]
@@ -24,4 +25,6 @@ def make_workload(name: str, unsafe_serializable_reads: bool = False) -> Workloa
         return InventoryWorkload()
     if name == "watch":
         return WatchWorkload()
+    if name == "lock":
+        return LockWorkload()
     return SetWorkload()
