@@ -136,6 +136,28 @@ def test_auth_matrix(make_cluster: Callable[..., LocalCluster]) -> None:
     # The administrator stays: root cannot be deleted while auth is on.
     assert call("DELETE", f"{url}/v1/auth/users/root", headers=root).status == 409
 
+    # Locks and elections need permissions on their reserved ranges, not root.
+    held = ok(call_json("POST", f"{url}/v1/leases", {"ttl": 30}, alice)).json()["id"]
+    for method, path, payload in [("POST", "/v1/locks/l1", {"lease": held}), ("DELETE", "/v1/locks/l1?key=__locks/l1/1", None),
+                                  ("POST", "/v1/elections/e1/campaign", {"lease": held, "value": "me"}),
+                                  ("GET", "/v1/elections/e1/leader", None)]:
+        response = call_json(method, f"{url}{path}", payload, alice) if payload else call(method, f"{url}{path}", headers=alice)
+        assert (response.status, response.error_code) == (403, "permission_denied"), (method, path, response.body)
+    ok(call_json("POST", f"{url}/v1/auth/roles", {"name": "locker"}, root), 201)
+    ok(call_json("POST", f"{url}/v1/auth/roles/locker/permissions", {"prefix": "__locks/l1/", "permission": "readwrite"}, root))
+    ok(call_json("POST", f"{url}/v1/auth/roles/locker/permissions", {"prefix": "__elections/e1/", "permission": "read"}, root))
+    ok(call("PUT", f"{url}/v1/auth/users/alice/roles/locker", headers=root))
+    alice = bearer(login(url, "alice", "alicepw"))  # a role change revokes her tokens
+    lock = ok(call_json("POST", f"{url}/v1/locks/l1", {"lease": held}, alice)).json()
+    assert lock["key"] == f"__locks/l1/{held}" and lock["fencing_token"] > 0
+    assert call_json("POST", f"{url}/v1/locks/l2", {"lease": held}, alice).status == 403
+    ok(call("DELETE", f"{url}/v1/locks/l1?key={lock['key']}", headers=alice))
+    assert call("GET", f"{url}/v1/elections/e1/leader", headers=alice).error_code == "no_leader_elected"
+    campaign = call_json("POST", f"{url}/v1/elections/e1/campaign", {"lease": held, "value": "me"}, alice)
+    assert (campaign.status, campaign.error_code) == (403, "permission_denied")
+    ok(call("DELETE", f"{url}/v1/auth/users/alice/roles/locker", headers=root))
+    alice = bearer(login(url, "alice", "alicepw"))
+
     # A password change revokes alice's tokens at once, on every node.
     ok(call_json("PUT", f"{url}/v1/auth/users/alice/password", {"password": "new"}, root))
     wait_until(lambda: call("GET", f"{other}/v1/kv/app/x", headers=alice).status == 401)

@@ -28,6 +28,12 @@ GET /v1/watch?key=K | prefix=P         read on K | on the range P
 GET /v1/leases/{id}                    read on every key attached to it
 DELETE /v1/leases/{id}                 write on every key attached to it (as
                                        etcd's revoke: it deletes them)
+POST /v1/locks/{name},                 read and write on the range
+DELETE /v1/locks/{name},               __locks/NAME/ (a holder reads the
+POST /v1/elections/{name}/campaign|    other contenders' keys to know it is
+proclaim|resign                        first), __elections/NAME/ likewise
+GET /v1/elections/{name}/leader|       read on the range __elections/NAME/
+observe
 /v1/watch/{id}/..., other /v1/leases*  any authenticated user (a key joins
                                        a lease through a put, which needs
                                        write on the key)
@@ -54,6 +60,7 @@ from raftkv.auth import tokens
 from raftkv.kv import leases
 from raftkv.kv.auth_state import READ, WRITE, AuthView, User
 from raftkv.kv.state_machine import KVStateMachine
+from raftkv.server.lock_routes import ELECTIONS_PREFIX, LOCKS_PREFIX
 from raftkv.server.responses import ApiError
 
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/status"})
@@ -93,6 +100,8 @@ BodyParser = Callable[[web.BaseRequest], Any]
 # The keys attached to a lease (by id), now.
 LeaseKeys = Callable[[int], list[str]]
 _LEASE_PREFIX = "/v1/leases/"
+_LOCK_PATH = "/v1/locks/"
+_ELECTION_PATH = "/v1/elections/"
 
 
 async def requirement(
@@ -139,6 +148,19 @@ async def requirement(
         return [Grant(permission, key) for key in lease_keys(lease_id)]
     if path.startswith("/v1/watch/") or path == "/v1/leases" or path.startswith(_LEASE_PREFIX):
         return ANY_USER
+    if path.startswith(_LOCK_PATH):
+        name = path[len(_LOCK_PATH):]
+        if not name or "/" in name:
+            return ANY_USER  # the handler answers 400
+        return [Grant(READ, f"{LOCKS_PREFIX}{name}/", True), Grant(WRITE, f"{LOCKS_PREFIX}{name}/", True)]
+    if path.startswith(_ELECTION_PATH):
+        name, _, action = path[len(_ELECTION_PATH):].partition("/")
+        if not name or "/" in name:
+            return ANY_USER  # the handler answers 400 or 404
+        grants = [Grant(READ, f"{ELECTIONS_PREFIX}{name}/", True)]
+        if action not in ("leader", "observe"):
+            grants.append(Grant(WRITE, f"{ELECTIONS_PREFIX}{name}/", True))
+        return grants
     return ROOT_ONLY
 
 
