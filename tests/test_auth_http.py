@@ -3,6 +3,7 @@ revocation, disable, restart, followers and bad input."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import time
 from typing import Any, Callable
@@ -14,6 +15,10 @@ from tests.http import Response, call, call_json
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def basic(credentials: bytes) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
 
 
 def login(url: str, name: str, password: str) -> str:
@@ -81,8 +86,17 @@ def test_auth_matrix(make_cluster: Callable[..., LocalCluster]) -> None:
         response = call(method, f"{url}{path}", b"{}")
         assert (response.status, response.error_code) == (401, "unauthenticated"), (method, path)
         assert response.headers["www-authenticate"].startswith("Bearer")
-    for path in ("/healthz", "/readyz", "/metrics", "/v1/status", "/v1/auth/status"):
+    for path in ("/healthz", "/readyz", "/v1/status", "/v1/auth/status"):
         ok(call("GET", f"{url}{path}"))
+    scrape = call("GET", f"{url}/metrics")
+    assert (scrape.status, scrape.error_code) == (401, "unauthenticated")
+    assert scrape.headers["www-authenticate"].endswith('Basic realm="raftkv"')
+    for credentials in (b"alice:nope", b"mallory:x", b"alice", b"\xff:x"):
+        response = call("GET", f"{url}/metrics", headers=basic(credentials))
+        assert response.status == 401, (credentials, response.body)
+    assert call("GET", f"{url}/metrics", headers={"Authorization": "Basic !!"}).error_code == "invalid_token"
+    for _ in range(2):  # the second is answered from the cache of checked logins
+        assert b"raftkv_server_has_leader" in ok(call("GET", f"{url}/metrics", headers=basic(b"bob:bobpw"))).body
     assert watch_status(url, "prefix=app/", {}) == 401
     garbage = call("GET", f"{url}/v1/kv/app/x", headers=bearer("rkv1.abc.def"))
     assert (garbage.status, garbage.error_code) == (401, "invalid_token")
@@ -93,6 +107,8 @@ def test_auth_matrix(make_cluster: Callable[..., LocalCluster]) -> None:
 
     # alice: readwrite on app/, read on pub/; her token works on every node.
     alice = bearer(login(url, "alice", "alicepw"))
+    ok(call("GET", f"{other}/metrics", headers=alice))
+    ok(call("GET", f"{other}/metrics", headers=basic(b"alice:alicepw")))
     ok(call("PUT", f"{url}/v1/kv/app/x", "1", headers=alice))
     assert ok(call("GET", f"{other}/v1/kv/app/x", headers=alice)).body == b"1"
     ok(call("GET", f"{other}/v1/kv?prefix=app/", headers=alice))
@@ -162,6 +178,8 @@ def test_auth_matrix(make_cluster: Callable[..., LocalCluster]) -> None:
     ok(call_json("PUT", f"{url}/v1/auth/users/alice/password", {"password": "new"}, root))
     wait_until(lambda: call("GET", f"{other}/v1/kv/app/x", headers=alice).status == 401)
     alice = bearer(login(other, "alice", "new"))
+    assert call("GET", f"{other}/metrics", headers=basic(b"alice:alicepw")).status == 401  # not from the cache
+    ok(call("GET", f"{other}/metrics", headers=basic(b"alice:new")))
     ok(call("GET", f"{url}/v1/kv/app/x", headers=alice))
     # Revoking the role takes her write away.
     ok(call("DELETE", f"{url}/v1/auth/users/alice/roles/app", headers=root))

@@ -10,9 +10,13 @@ permissions (403). The table below is the whole policy (docs/api.md#auth):
 =====================================  ========================================
 route                                  needs
 =====================================  ========================================
-/healthz, /readyz, /metrics,           nothing (open, as in etcd: probes and
-/v1/status                             scrapers carry no tokens; they show no
-                                       keys or values)
+/healthz, /readyz, /v1/status          nothing (open, as in etcd: probes
+                                       carry no tokens; they show no keys or
+                                       values)
+GET /metrics                           any authenticated user, by bearer
+                                       token or HTTP Basic (Prometheus'
+                                       basic_auth: a scraper cannot renew a
+                                       token)
 POST /v1/auth/authenticate,            nothing
 GET /v1/auth/status
 GET/HEAD /v1/kv/{key}                  read on key
@@ -49,8 +53,12 @@ range P when P starts with Q.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -63,7 +71,12 @@ from raftkv.kv.state_machine import KVStateMachine
 from raftkv.server.lock_routes import ELECTIONS_PREFIX, LOCKS_PREFIX
 from raftkv.server.responses import ApiError
 
-_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/status"})
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v1/status"})
+METRICS_PATH = "/metrics"
+# Basic credentials checked recently, so a scrape every few seconds does not
+# cost a password hash each time; entries name the user's record revision,
+# so a password change or a revoked role is seen at once.
+_BASIC_CACHE_SIZE = 64
 _OPEN_AUTH = frozenset({("POST", "/v1/auth/authenticate"), ("GET", "/v1/auth/status"), ("HEAD", "/v1/auth/status")})
 _KEY_PREFIX = "/v1/kv/"
 
@@ -99,6 +112,8 @@ Requirement = Union[_Open, _AnyUser, _Root, list[Grant]]
 BodyParser = Callable[[web.BaseRequest], Any]
 # The keys attached to a lease (by id), now.
 LeaseKeys = Callable[[int], list[str]]
+# Checks a user name and password (a slow KDF): the user, or ApiError 401.
+CheckLogin = Callable[[AuthView, str, str], Awaitable[User]]
 _LEASE_PREFIX = "/v1/leases/"
 _LOCK_PATH = "/v1/locks/"
 _ELECTION_PATH = "/v1/elections/"
@@ -148,6 +163,8 @@ async def requirement(
         return [Grant(permission, key) for key in lease_keys(lease_id)]
     if path.startswith("/v1/watch/") or path == "/v1/leases" or path.startswith(_LEASE_PREFIX):
         return ANY_USER
+    if path == METRICS_PATH:
+        return ANY_USER  # figures only, no keys or values; the handler checks the method
     if path.startswith(_LOCK_PATH):
         name = path[len(_LOCK_PATH):]
         if not name or "/" in name:
@@ -193,12 +210,15 @@ class AuthPolicy:
         machine: KVStateMachine,
         parse_txn_body: BodyParser,
         lease_keys: LeaseKeys,
+        check_login: CheckLogin,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.machine = machine
         self.parse_txn_body = parse_txn_body
         self.lease_keys = lease_keys
+        self.check_login = check_login
         self.clock = clock
+        self._basic_seen: OrderedDict[tuple[str, bytes, int], None] = OrderedDict()
 
     async def check(self, request: web.BaseRequest, path: str) -> None:
         """Return if the request may go on; raise ApiError 401 or 403 if not."""
@@ -207,7 +227,10 @@ class AuthPolicy:
             return
         # Who first, then what: an anonymous request gets its 401 without
         # its body being read (only a txn's requirement needs the body).
-        user = self.authenticate(request, view)
+        if path == METRICS_PATH:
+            user = await self.authenticate_scraper(request, view)
+        else:
+            user = self.authenticate(request, view)
         needs = await requirement(request, path, self.parse_txn_body, self.lease_keys)
         if needs is OPEN or needs is ANY_USER:
             return
@@ -224,6 +247,42 @@ class AuthPolicy:
             )
             if not allowed:
                 raise forbidden(f"user {user.name!r} has no {grant.describe()}")
+
+    async def authenticate_scraper(self, request: web.BaseRequest, view: AuthView) -> User:
+        """/metrics takes a bearer token or Basic credentials; its 401 offers both
+        (only here: elsewhere a Basic challenge would make browsers prompt)."""
+        try:
+            if request.headers.get("Authorization", "")[:6].lower() == "basic ":
+                return await self.authenticate_basic(request, view)
+            return self.authenticate(request, view)
+        except ApiError as exc:
+            if exc.status == 401:
+                bearer = (exc.headers or {}).get("WWW-Authenticate", 'Bearer realm="raftkv"')
+                exc.headers = {**(exc.headers or {}), "WWW-Authenticate": f'{bearer}, Basic realm="raftkv"'}
+            raise
+
+    async def authenticate_basic(self, request: web.BaseRequest, view: AuthView) -> User:
+        """The user whose name and password an ``Authorization: Basic`` header holds."""
+        encoded = request.headers["Authorization"][6:].strip()
+        try:
+            name, sep, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            name, sep, password = "", "", ""
+        if not sep or not name or len(password) > 1024:
+            raise unauthenticated("invalid_token", "the Authorization header must be 'Basic base64(name:password)'")
+        user = view.users.get(name)
+        digest = hashlib.sha256(password.encode("utf-8")).digest()
+        if user is not None and (name, digest, user.revision) in self._basic_seen:
+            self._basic_seen.move_to_end((name, digest, user.revision))
+            return user
+        try:
+            user = await self.check_login(view, name, password)
+        except ApiError as exc:
+            raise unauthenticated(exc.code, exc.message) from None
+        self._basic_seen[(name, digest, user.revision)] = None
+        if len(self._basic_seen) > _BASIC_CACHE_SIZE:
+            self._basic_seen.popitem(last=False)
+        return user
 
     def authenticate(self, request: web.BaseRequest, view: AuthView) -> User:
         """The user a valid bearer token names; 401 otherwise."""

@@ -44,7 +44,7 @@ _NOT_FOUND = frozenset({"user_not_found", "role_not_found", "role_not_granted", 
 def install(api: HttpApi, token_ttl: float = tokens.DEFAULT_TTL) -> AuthRoutes:
     """Route /v1/auth and guard every request of ``api`` with the auth policy."""
     routes = AuthRoutes(api, token_ttl)
-    policy = AuthPolicy(api.machine, routes.parse_txn_body, routes.lease_keys)
+    policy = AuthPolicy(api.machine, routes.parse_txn_body, routes.lease_keys, routes.check_login)
     api.request_guards.append(policy.check)
     api.add_route("/v1/auth/authenticate", "POST", routes.authenticate)
     api.add_route("/v1/auth/status", "GET", routes.status)
@@ -102,14 +102,9 @@ class AuthRoutes:
 
     # -- open ----------------------------------------------------------------
 
-    async def authenticate(self, request: web.BaseRequest) -> web.Response:
-        body = await _object(request, self.api, {"name", "password"}, {"name", "password"})
-        name, password = _name(body["name"], "name"), _password(body["password"])
-        view = await self._view(request)
-        if not view.enabled:
-            raise ApiError(
-                409, "auth_not_enabled", "auth is not enabled: requests need no token (POST /v1/auth/enable turns it on)"
-            )
+    async def check_login(self, view: AuthView, name: str, password: str) -> auth_state.User:
+        """The user ``name`` if ``password`` is theirs; 401 otherwise. Takes
+        as long for an unknown name, so answer times do not tell which exist."""
         user = view.users.get(name)
         if user is None:
             await self._kdf(passwords.burn_time_like_a_check, password)
@@ -123,6 +118,18 @@ class AuthRoutes:
         current = view.users.get(name)
         if not view.enabled or current is None or current.revision != user.revision:
             raise ApiError(401, "authentication_failed", "the user changed while its password was checked; try again")
+        return current
+
+    async def authenticate(self, request: web.BaseRequest) -> web.Response:
+        body = await _object(request, self.api, {"name", "password"}, {"name", "password"})
+        name, password = _name(body["name"], "name"), _password(body["password"])
+        view = await self._view(request)
+        if not view.enabled:
+            raise ApiError(
+                409, "auth_not_enabled", "auth is not enabled: requests need no token (POST /v1/auth/enable turns it on)"
+            )
+        user = await self.check_login(view, name, password)
+        view = self.api.machine.auth
         token = tokens.issue(view.signing_key, name, user.revision, time.time(), self.token_ttl)
         return json_response({"token": token, "ttl": int(self.token_ttl)})
 
