@@ -9,6 +9,7 @@ from raftkv.client.errors import (
     PreconditionFailed,
     RequestRejected,
     ResultExpired,
+    TLSFailure,
     Unavailable,
 )
 from raftkv.client.leases import AsyncKeepAlive, KeepAlive, LeaseGrant, LeaseInfo, RevokeResult
@@ -55,6 +56,7 @@ __all__ = [
     "RequestRejected",
     "ResultExpired",
     "RevokeResult",
+    "TLSFailure",
     "TxnOpResult",
     "TxnResult",
     "Unavailable",

@@ -24,6 +24,7 @@ from raftkv.client.errors import (
     PreconditionFailed,
     RequestRejected,
     ResultExpired,
+    TLSFailure,
     Unavailable,
 )
 from raftkv.client.leases import (
@@ -59,6 +60,7 @@ from raftkv.client.models import (
 from raftkv.client.retry import (
     EndpointSelector,
     Failure,
+    STALE_TOKEN_CODES,
     RequestKind,
     backoff_delay,
     failure_for_answer,
@@ -67,6 +69,7 @@ from raftkv.client.retry import (
     normalize_endpoint,
     parse_retry_after,
 )
+from raftkv.client.tls import FilePath, client_ssl_context, is_tls_failure, tls_error_text, tls_failure_hint
 from raftkv.client.txn import Compare, Op, txn_body
 from raftkv.client.values import key_path, to_bytes
 
@@ -80,8 +83,6 @@ DISCOVERY_TIMEOUT = 1.0
 # How long to wait before asking every node "who leads?" again after failing
 # to find out; during an election every answer is "nobody".
 DISCOVERY_INTERVAL = 0.5
-# 401 codes a new token may cure (not authentication_failed: wrong password).
-_STALE_TOKEN = frozenset({"unauthenticated", "invalid_token", "token_expired"})
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,15 @@ class AsyncClient:
         backoff_max: float = 2.0,
         user: str | None = None,
         password: str | None = None,
+        ca_file: FilePath | None = None,
+        cert_file: FilePath | None = None,
+        key_file: FilePath | None = None,
     ) -> None:
         """``user`` and ``password``: for a cluster with auth enabled; the
-        client trades them for a token and gets a new one when it expires."""
+        client trades them for a token and gets a new one when it expires.
+        ``ca_file``: the PEM CA to trust for https:// endpoints (default: the
+        system's); ``cert_file``/``key_file``: the client certificate for a
+        node started with --client-ca-file."""
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a list of URLs, not one string")
         if not endpoints:
@@ -165,6 +172,8 @@ class AsyncClient:
         if (user is None) != (password is None):
             raise ValueError("give both user and password, or neither")
         self._credentials = None if user is None or password is None else (user, password)
+        # Built now so that a missing or bad file fails here, before any request.
+        self.ssl_context = client_ssl_context(ca_file, cert_file, key_file)
         self._token: str | None = None  # "" once the cluster said auth is off
         self._auth_lock: asyncio.Lock | None = None
         self.endpoints = [normalize_endpoint(e) for e in endpoints]
@@ -195,7 +204,8 @@ class AsyncClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64),
+                # ssl=True: the system's trust (SSL_CERT_FILE included).
+                connector=aiohttp.TCPConnector(limit=64, ssl=self.ssl_context or True),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
             )
         return self._session
@@ -555,7 +565,7 @@ class AsyncClient:
             await self._authenticate(None)
         used = self._token
         resp = await self._request_failover(method, path, kind, params, body, headers, idempotency_key)
-        if resp.status == 401 and parse_error(401, _json_or_none(resp))[0] in _STALE_TOKEN:
+        if resp.status == 401 and parse_error(401, _json_or_none(resp))[0] in STALE_TOKEN_CODES:
             await self._authenticate(used)
             resp = await self._request_failover(method, path, kind, params, body, headers, idempotency_key)
         return resp
@@ -595,6 +605,7 @@ class AsyncClient:
         await self._maybe_discover()
         maybe_applied = False
         last_error = "no attempt made"
+        tls_failed: set[str] = set()  # endpoints whose handshake failed in this request
         order = self._selector.order()
         for attempt in range(self.retries + 1):
             endpoint = self._selector.pick(attempt, order)
@@ -605,7 +616,10 @@ class AsyncClient:
                     endpoint, method, path, params, body, headers, attempt=attempt_record
                 )
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                if attempt_record.proves_not_sent(exc):
+                if attempt_record.proves_not_sent(exc) and is_tls_failure(exc):
+                    tls_failed.add(endpoint)
+                    failure, last_error = Failure.NOT_SENT, f"{endpoint}: TLS handshake failed: {tls_error_text(exc)}"
+                elif attempt_record.proves_not_sent(exc):
                     failure, last_error = Failure.NOT_SENT, f"{endpoint}: cannot connect ({exc})"
                 else:
                     failure = Failure.LOST
@@ -628,6 +642,8 @@ class AsyncClient:
                 maybe_applied = True
             if not is_retryable(kind, failure) or attempt == self.retries:
                 break
+            if tls_failed.issuperset(self.endpoints):
+                break  # a certificate does not change between attempts
             await asyncio.sleep(
                 backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after=retry_after)
             )
@@ -639,6 +655,12 @@ class AsyncClient:
                 f"may not have been applied; retry only with idempotency key {idempotency_key!r} "
                 f"(last error: {last_error})",
                 idempotency_key,
+            )
+        if tls_failed.issuperset(self.endpoints):
+            raise TLSFailure(
+                f"{method} {path}: the TLS handshake failed with every endpoint, nothing was sent: "
+                f"{tls_failure_hint(last_error)} (last error: {last_error})",
+                last_error,
             )
         raise Unavailable(
             f"{method} {path}: no node could serve the request after {attempt + 1} attempt(s); "

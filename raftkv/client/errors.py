@@ -29,6 +29,12 @@ class Unavailable(ClientError, NoLeaderError):
         self.last_error = last_error
 
 
+class TLSFailure(Unavailable):
+    """No endpoint completed a TLS handshake: the server's certificate did
+    not verify (trust its CA: ``ca_file``) or the server refused ours. Nothing
+    was sent, and retrying cannot help until the configuration changes."""
+
+
 class OutcomeUnknown(ClientError, OutcomeUnknownError):
     """A write was sent but no definite answer arrived.
 

@@ -58,6 +58,10 @@ class Failure(enum.Enum):
     IN_FLIGHT = "in_flight"
 
 
+# 401 codes a new token may cure (not authentication_failed: a wrong password).
+STALE_TOKEN_CODES = frozenset({"unauthenticated", "invalid_token", "token_expired"})
+
+
 def may_have_applied(failure: Failure) -> bool:
     return failure in (Failure.LOST, Failure.TIMED_OUT, Failure.SERVER_ERROR, Failure.IN_FLIGHT)
 

@@ -8,6 +8,7 @@ already runs an event loop, and one Client may be shared by threads.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from raftkv.client.models import (
     PutResult,
     TxnResult,
 )
+from raftkv.client.tls import FilePath
 from raftkv.client.txn import Compare, Op
 
 T = TypeVar("T")
@@ -40,9 +42,14 @@ class Client:
         backoff_max: float = 2.0,
         user: str | None = None,
         password: str | None = None,
+        ca_file: FilePath | None = None,
+        cert_file: FilePath | None = None,
+        key_file: FilePath | None = None,
     ) -> None:
         # Validate before starting a thread so bad arguments leak nothing.
-        self._async = AsyncClient(endpoints, timeout, retries, backoff_base, backoff_max, user, password)
+        self._async = AsyncClient(
+            endpoints, timeout, retries, backoff_base, backoff_max, user, password, ca_file, cert_file, key_file
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="raftkv-client", daemon=True)
         self._thread.start()
@@ -76,6 +83,11 @@ class Client:
     @property
     def leader_endpoint(self) -> str | None:
         return self._async.leader_endpoint
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for https:// endpoints (None: the system's trust)."""
+        return self._async.ssl_context
 
     def get(self, key: str, consistency: str = "linearizable") -> KeyValue | None:
         return self._run(self._async.get(key, consistency))

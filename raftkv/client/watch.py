@@ -9,7 +9,10 @@ transaction it already yielded: no gap, no duplicate. Only a start below
 the compacted revision is final (:class:`WatchCompacted`).
 
 It runs on the caller's thread (a plain iterator, no event loop), so the
-CLI, tests and thread-based tools can use it as is.
+CLI, tests and thread-based tools can use it as is. Over https:// it trusts
+``ca_file`` and shows ``cert_file``; with ``user``/``password`` it logs in
+and sends the token, and logs in again when a reconnect gets a 401 for an
+expired or revoked token (an open stream is not ended by its token's expiry).
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import orjson
 
-from raftkv.client.errors import ClientError, InvalidResponse, RequestRejected
+from raftkv.client.blocking import BearerAuth, connect, error_of
+from raftkv.client.errors import ClientError, InvalidResponse, RequestRejected, TLSFailure
 from raftkv.client.models import KeyValue
+from raftkv.client.tls import FilePath, client_ssl_context, is_tls_failure, tls_error_text, tls_failure_hint
 
 # A healthy stream sends a progress line this often (we ask for it) ...
 PROGRESS_INTERVAL = 2.0
@@ -110,7 +115,9 @@ class Watch:
     ``start_revision`` (inclusive) defaults to "now" as of a linearizable
     read on the first node that answers. :attr:`revision` is the last
     revision whose events were all yielded. ``max_reconnects`` (None:
-    unlimited) bounds consecutive failed connection attempts.
+    unlimited) bounds consecutive failed connection attempts. ``user`` and
+    ``password``, ``ca_file``, ``cert_file`` and ``key_file`` as for
+    :class:`~raftkv.client.Client`.
     """
 
     def __init__(
@@ -124,11 +131,19 @@ class Watch:
         max_reconnects: int | None = None,
         silence_timeout: float = SILENCE_TIMEOUT,
         progress_interval: float = PROGRESS_INTERVAL,
+        user: str | None = None,
+        password: str | None = None,
+        ca_file: FilePath | None = None,
+        cert_file: FilePath | None = None,
+        key_file: FilePath | None = None,
     ) -> None:
         if (key is None) == (prefix is None):
             raise ValueError("give exactly one of key and prefix")
         if not endpoints:
             raise ValueError("no endpoints")
+        # Both checked here, so a bad file or a lone user fails before any connection.
+        self._ssl = client_ssl_context(ca_file, cert_file, key_file)
+        self._auth = BearerAuth(user, password, self._ssl)
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.key = key
         self.prefix = prefix
@@ -166,6 +181,7 @@ class Watch:
 
     def __iter__(self) -> Iterator[WatchEvent]:
         failures = 0
+        tls_failures = 0  # handshakes failed in a row: every node at once is a configuration error
         first = True
         while not self._closed:
             endpoint = self.endpoints[self._endpoint % len(self.endpoints)]
@@ -174,17 +190,31 @@ class Watch:
                 if not first:
                     self.reconnects += 1
                 first = False
-                failures = 0
+                failures = tls_failures = 0
                 yield from self._read(lines)
             except _Reconnect:
                 pass
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 if self._closed:
                     return
                 failures += 1
-                if self.max_reconnects is not None and failures > self.max_reconnects:
+                gave_up = self.max_reconnects is not None and failures > self.max_reconnects
+                tls_failures = tls_failures + 1 if is_tls_failure(exc) else 0
+                if tls_failures and (gave_up or tls_failures >= len(self.endpoints)):
+                    text = tls_error_text(exc)
+                    raise TLSFailure(
+                        f"the TLS handshake failed with every endpoint: {tls_failure_hint(text)} ({endpoint}: {text})",
+                        text,
+                    ) from exc
+                if gave_up:
                     raise
                 time.sleep(min(0.05 * 2 ** min(failures, 5), 1.0))
+            except Exception:
+                if self._closed:
+                    # close() from another thread took the connection from under
+                    # a read; http.client then fails in its own ways (fp is None).
+                    return
+                raise
             finally:
                 if self._conn is not None:
                     self._conn.close()
@@ -206,23 +236,34 @@ class Watch:
         return params
 
     def _open(self, endpoint: str) -> Iterator[bytes]:
-        parts = urlsplit(endpoint)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.silence_timeout)
+        resp = self._request(endpoint)
+        if resp.status == 200:
+            return self._lines(resp)
+        error = error_of(resp.read())
+        if self._auth.renew(resp.status, error.get("code")):
+            # Our token expired or was revoked while we were away (or auth
+            # was switched on): log in again, on this node, and ask once more.
+            resp = self._request(endpoint)
+            if resp.status == 200:
+                return self._lines(resp)
+            error = error_of(resp.read())
+        if resp.status == 410:
+            raise WatchCompacted(error.get("message", "compacted"), int(error.get("compact_revision", 0)))
+        if resp.status >= 500:
+            raise ConnectionError(f"{endpoint}: {resp.status} {error.get('code')}")  # try another node
+        raise RequestRejected(resp.status, error.get("code", "unknown"), error.get("message", ""), error)
+
+    def _request(self, endpoint: str) -> http.client.HTTPResponse:
+        if self._conn is not None:
+            self._conn.close()
+        headers = {"Accept": "application/x-ndjson", **self._auth.headers(endpoint)}
+        conn = connect(endpoint, self.silence_timeout, self._ssl)
         self._conn = conn
         self.endpoint_in_use = endpoint
-        conn.request("GET", "/v1/watch?" + urlencode(self._params()), headers={"Accept": "application/x-ndjson"})
-        resp = conn.getresponse()
-        if resp.status != 200:
-            body = resp.read()
-            try:
-                error = orjson.loads(body)["error"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                error = {"code": "unknown", "message": body[:200].decode("utf-8", "replace")}
-            if resp.status == 410:
-                raise WatchCompacted(error.get("message", "compacted"), int(error.get("compact_revision", 0)))
-            if resp.status >= 500:
-                raise ConnectionError(f"{endpoint}: {resp.status} {error.get('code')}")  # try another node
-            raise RequestRejected(resp.status, error.get("code", "unknown"), error.get("message", ""), error)
+        conn.request("GET", "/v1/watch?" + urlencode(self._params()), headers=headers)
+        return conn.getresponse()
+
+    def _lines(self, resp: http.client.HTTPResponse) -> Iterator[bytes]:
         if self._resume is None:
             self._resume = int(resp.headers["X-Raftkv-Start-Revision"])
             self._seen_at_resume = 0
