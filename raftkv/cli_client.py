@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO, TextIO
 
 import orjson
@@ -26,9 +28,11 @@ from raftkv.client import (
     OutcomeUnknown,
     PreconditionFailed,
     RequestRejected,
+    TLSFailure,
     Unavailable,
 )
 from raftkv.client.retry import parse_endpoints
+from raftkv.client.tls import client_ssl_context
 
 DEFAULT_ENDPOINTS = "http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -36,22 +40,95 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 Handler = Callable[[argparse.Namespace, Client], int]
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def add_connection_options(parser: argparse.ArgumentParser, key_flag: bool = True, defaults: bool = True) -> None:
+    """--endpoints, --user and the TLS files: what every command that talks
+    to a cluster takes (read back with :func:`connection`). The client key
+    is --key (etcdctl's spelling) or --cert-key; ``key_flag=False`` leaves
+    --key to a command that already uses it (`raftkv watch --key KEY`).
+    ``defaults=False`` is for a subcommand's copy of options its parent
+    command takes too: without a default of its own it cannot overwrite
+    what was given before the subcommand's name."""
+    default = None if defaults else argparse.SUPPRESS
+    parser.add_argument(
         "--endpoints",
-        default=None,
-        help="comma-separated node URLs (default: $RAFTKV_ENDPOINTS or " + DEFAULT_ENDPOINTS + ")",
+        default=default,
+        help="comma-separated node URLs, http:// or https:// (default: $RAFTKV_ENDPOINTS or " + DEFAULT_ENDPOINTS + ")",
     )
-    common.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt (default 5)")
-    common.add_argument(
+    parser.add_argument(
         "--user",
         metavar="NAME[:PASSWORD]",
-        default=None,
+        default=default,
         help="authenticate as this user when auth is enabled (default: $RAFTKV_USER, "
         "password from $RAFTKV_PASSWORD or a prompt)",
     )
+    parser.add_argument(
+        "--cacert",
+        metavar="PEM",
+        default=default,
+        help="CA certificate to verify https:// endpoints with, e.g. certs/ca.pem "
+        "(default: $RAFTKV_CACERT, else the system's trust store)",
+    )
+    parser.add_argument(
+        "--cert",
+        metavar="PEM",
+        default=default,
+        help="client certificate, for nodes started with --client-ca-file (default: $RAFTKV_CERT)",
+    )
+    parser.add_argument(
+        *(("--key", "--cert-key") if key_flag else ("--cert-key",)),
+        dest="tls_key",
+        metavar="PEM",
+        default=default,
+        help="the client certificate's private key, unless --cert holds it (default: $RAFTKV_KEY)",
+    )
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    add_connection_options(common)
+    common.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt (default 5)")
     return common
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the cluster is and how to talk to it, from the command line and
+    the environment: endpoints, credentials and TLS."""
+
+    endpoints: list[str]
+    user: str | None
+    password: str | None
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
+    ssl_context: ssl.SSLContext | None  # the files loaded (None: the system's trust)
+
+    def tls_files(self) -> dict[str, str | None]:
+        return {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+
+    def client(self, timeout: float) -> Client:
+        return Client(self.endpoints, timeout=timeout, user=self.user, password=self.password, **self.tls_files())
+
+
+def connection(args: argparse.Namespace) -> Connection:
+    """The options of :func:`add_connection_options`, with their environment
+    defaults; a bad value is a usage error (exit 2) before anything is sent."""
+    parser: argparse.ArgumentParser = args.parser
+    try:
+        endpoints = parse_endpoints(args.endpoints or os.environ.get("RAFTKV_ENDPOINTS") or DEFAULT_ENDPOINTS)
+    except ValueError as exc:
+        parser.error(f"--endpoints: {exc}")
+    ca_file = args.cacert or os.environ.get("RAFTKV_CACERT") or None
+    cert_file = args.cert or os.environ.get("RAFTKV_CERT") or None
+    key_file = args.tls_key or os.environ.get("RAFTKV_KEY") or None
+    if key_file is not None and cert_file is None:
+        parser.error("the client key (--key, --cert-key or $RAFTKV_KEY) needs its certificate: --cert or $RAFTKV_CERT")
+    try:
+        context = client_ssl_context(ca_file, cert_file, key_file)
+    except ValueError as exc:
+        parser.error(str(exc))
+    user, password = credentials(args)
+    return Connection(endpoints, user, password, ca_file, cert_file, key_file, context)
 
 
 def credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
@@ -128,16 +205,12 @@ def _run(args: argparse.Namespace, handler: Handler) -> int:
     """Build a client, run one command and turn errors into exit codes and
     messages that say whether a write may have happened."""
     parser: argparse.ArgumentParser = args.parser
-    try:
-        endpoints = parse_endpoints(args.endpoints or os.environ.get("RAFTKV_ENDPOINTS") or DEFAULT_ENDPOINTS)
-    except ValueError as exc:
-        parser.error(f"--endpoints: {exc}")
     if not args.timeout > 0:
         parser.error("--timeout must be > 0")
     err = sys.stderr
-    user, password = credentials(args)
+    target = connection(args)
     try:
-        with Client(endpoints, timeout=args.timeout, user=user, password=password) as client:
+        with target.client(args.timeout) as client:
             return handler(args, client)
     except UsageError as exc:
         parser.error(str(exc))
@@ -160,6 +233,9 @@ def _run(args: argparse.Namespace, handler: Handler) -> int:
             f"Read the key to find out. ({exc})",
             file=err,
         )
+        return EXIT_UNAVAILABLE
+    except TLSFailure as exc:
+        print(f"error: no TLS connection to the cluster, nothing was written: {exc}", file=err)
         return EXIT_UNAVAILABLE
     except Unavailable as exc:
         print(f"error: cluster unavailable, nothing was written: {exc}", file=err)
@@ -362,15 +438,15 @@ def _cmd_status(args: argparse.Namespace, client: Client) -> int:
         statuses = client.status_all()
         rows = [list(STATUS_COLUMNS)] + [_status_row(e, s) for e, s in statuses.items()]
         print(format_table(rows))
-        _print_failures([s for s in statuses.values() if isinstance(s, NodeStatus)], args.timeout)
+        _print_failures([s for s in statuses.values() if isinstance(s, NodeStatus)], args.timeout, client.ssl_context)
         return EXIT_OK if any(isinstance(s, NodeStatus) for s in statuses.values()) else EXIT_UNAVAILABLE
     status = client.status()
     print(format_table([list(STATUS_COLUMNS), _status_row(status.endpoint, status)]))
-    _print_failures([status], args.timeout)
+    _print_failures([status], args.timeout, client.ssl_context)
     return EXIT_OK
 
 
-def _print_failures(statuses: list[NodeStatus], timeout: float) -> None:
+def _print_failures(statuses: list[NodeStatus], timeout: float, context: ssl.SSLContext | None) -> None:
     """Below the table, why each node whose engine failed (role "failed") stopped.
 
     The client's NodeStatus does not carry the reason, so it is read from
@@ -380,7 +456,8 @@ def _print_failures(statuses: list[NodeStatus], timeout: float) -> None:
         if status.role != "failed":
             continue
         try:
-            with urllib.request.urlopen(f"{status.endpoint.rstrip('/')}/v1/status", timeout=timeout) as response:
+            url = f"{status.endpoint.rstrip('/')}/v1/status"
+            with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
                 failure = orjson.loads(response.read()).get("failure")
         except (OSError, ValueError):
             failure = None

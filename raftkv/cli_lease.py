@@ -11,7 +11,6 @@ lease is gone (exit 1).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -21,13 +20,12 @@ from types import FrameType
 import orjson
 
 from raftkv.cli_client import (
-    DEFAULT_ENDPOINTS,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     _common_options,
-    credentials,
+    connection,
     format_table,
 )
 from raftkv.client import (
@@ -37,10 +35,10 @@ from raftkv.client import (
     NotFound,
     OutcomeUnknown,
     RequestRejected,
+    TLSFailure,
     Unavailable,
 )
 from raftkv.client.leases import MAX_TTL, RETRY_AFTER_FAILURE, lease_id_text
-from raftkv.client.retry import parse_endpoints
 
 Handler = Callable[[argparse.Namespace, Client], int]
 
@@ -59,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "raftkv lease keepalive $ID"
         ),
     )
-    common = _common_options()  # --endpoints, --timeout, --user: as the other client commands
+    common = _common_options()  # --endpoints, --timeout, --user, --cacert...: as the other client commands
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -89,19 +87,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
-    try:
-        endpoints = parse_endpoints(args.endpoints or os.environ.get("RAFTKV_ENDPOINTS") or DEFAULT_ENDPOINTS)
-    except ValueError as exc:
-        parser.error(f"--endpoints: {exc}")
     if not args.timeout > 0:
         parser.error("--timeout must be > 0")
     handler = _HANDLERS[args.action]
     err = sys.stderr
+    target = connection(args)
     try:
         if getattr(args, "id", None) is not None:
             args.id = lease_id_text(args.id)
-        user, password = credentials(args)
-        with Client(endpoints, timeout=args.timeout, user=user, password=password) as client:
+        with target.client(args.timeout) as client:
             return handler(args, client)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
@@ -114,6 +108,9 @@ def _run(args: argparse.Namespace) -> int:
             f"(see `raftkv lease list`). ({exc})",
             file=err,
         )
+        return EXIT_UNAVAILABLE
+    except TLSFailure as exc:
+        print(f"error: no TLS connection to the cluster, nothing was changed: {exc}", file=err)
         return EXIT_UNAVAILABLE
     except Unavailable as exc:
         print(f"error: cluster unavailable, nothing was changed: {exc}", file=err)

@@ -5,8 +5,9 @@
 with RAFTKV_LOCK_KEY and RAFTKV_FENCING_TOKEN set, and releases when it
 exits. If the lease is lost (gone, or not renewed within its TTL) another
 client may take the lock: COMMAND gets SIGTERM and `lock` exits 4.
-Exit codes: COMMAND's own; 2 usage or bad request; 3 cluster unavailable;
-4 lock lost while COMMAND ran.
+Exit codes: COMMAND's own; 2 usage or bad request (401/403 included); 3
+cluster unavailable; 4 lock lost while COMMAND ran. Endpoints, --user and
+the TLS files as for the other client commands.
 """
 
 from __future__ import annotations
@@ -19,15 +20,24 @@ import subprocess
 import sys
 import threading
 from types import FrameType
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 
-from raftkv.cli_client import DEFAULT_ENDPOINTS, EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
-from raftkv.client import Client, RequestRejected, Unavailable, OutcomeUnknown
+from raftkv.cli_client import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    Connection,
+    add_connection_options,
+    connection,
+)
+from raftkv.client import Client, OutcomeUnknown, RequestRejected, Unavailable
+from raftkv.client.blocking import BearerAuth, connect, error_of
 from raftkv.client.leases import MAX_TTL
 from raftkv.client.lock import Lock, campaign, resign
-from raftkv.client.retry import parse_endpoints
+from raftkv.client.tls import is_tls_failure, tls_error_text, tls_failure_hint
 
 EXIT_LOCK_LOST = 4
 # How often a running COMMAND's lease is checked.
@@ -38,8 +48,7 @@ _KILL_GRACE = 5.0
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--endpoints", default=None,
-                        help="comma-separated node URLs (default: $RAFTKV_ENDPOINTS or " + DEFAULT_ENDPOINTS + ")")
+    add_connection_options(common)
     common.add_argument("--timeout", type=float, default=5.0,
                         help="seconds per request; a lock wait is re-sent after each (default 5)")
     common.add_argument("--ttl", type=int, default=10,
@@ -80,19 +89,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     elect.set_defaults(func=_run_elect, parser=elect)
 
 
-def _client(args: argparse.Namespace) -> Client:
+def _connection(args: argparse.Namespace) -> Connection:
     parser: argparse.ArgumentParser = args.parser
-    try:
-        endpoints = parse_endpoints(args.endpoints or os.environ.get("RAFTKV_ENDPOINTS") or DEFAULT_ENDPOINTS)
-    except ValueError as exc:
-        parser.error(f"--endpoints: {exc}")
     if not args.timeout > 0:
         parser.error("--timeout must be > 0")
     if not 1 <= args.ttl <= MAX_TTL:
         parser.error(f"--ttl must be from 1 to {MAX_TTL}")
     if not args.name or "/" in args.name:
         parser.error("NAME must be non-empty and without '/'")
-    return Client(endpoints, timeout=args.timeout)
+    return connection(args)
 
 
 def _failed(exc: Exception) -> int:
@@ -130,7 +135,7 @@ def _run_lock(args: argparse.Namespace) -> int:
     if not command:
         args.parser.error("give the COMMAND to run after --")
     stop = _Stop()
-    with _client(args) as client:
+    with _connection(args).client(args.timeout) as client:
         lock = Lock(client, args.name, ttl=args.ttl)
         try:
             lock.acquire()
@@ -170,10 +175,11 @@ def _run_lock(args: argparse.Namespace) -> int:
 def _run_elect(args: argparse.Namespace) -> int:
     if args.listen == (args.value is not None):
         args.parser.error("give VALUE to campaign, or --listen (one of them)")
-    with _client(args) as client:
+    target = _connection(args)
+    with target.client(args.timeout) as client:
         try:
             if args.listen:
-                return _listen(client, args.name)
+                return _listen(target, args.name)
             return _campaign(client, args)
         except (RequestRejected, Unavailable, OutcomeUnknown) as exc:
             return _failed(exc)
@@ -200,21 +206,25 @@ def _campaign(client: Client, args: argparse.Namespace) -> int:
             pass
 
 
-def _listen(client: Client, name: str) -> int:
+def _listen(target: Connection, name: str) -> int:
     """Follow the observe stream, moving to the next endpoint when one fails."""
     stop = _Stop()
     last: str | None = None
-    endpoints = client.endpoints
+    endpoints = target.endpoints
+    auth = BearerAuth(target.user, target.password, target.ssl_context)
     failures = 0
     while not stop.event.is_set():
-        parts = urlsplit(endpoints[failures % len(endpoints)])
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        endpoint = endpoints[failures % len(endpoints)]
+        conn = connect(endpoint, 60, target.ssl_context)
         try:
-            conn.request("GET", f"/v1/elections/{quote(name, safe='')}/observe")
+            conn.request("GET", f"/v1/elections/{quote(name, safe='')}/observe", headers=auth.headers(endpoint))
             resp = conn.getresponse()
             if resp.status != 200:
-                body = orjson.loads(resp.read() or b"{}")
-                print(f"error: {resp.status} {body.get('error', {}).get('message')}", file=sys.stderr)
+                error = error_of(resp.read())
+                if auth.renew(resp.status, error.get("code")):
+                    # Log in again (next round), as often as a node may fail at most.
+                    raise ConnectionError(f"{endpoint}: {resp.status} {error.get('code')}")
+                print(f"error: {resp.status} {error.get('message')}", file=sys.stderr)
                 return EXIT_USAGE if resp.status < 500 else EXIT_UNAVAILABLE
             for line in resp:
                 if not line.strip():
@@ -225,10 +235,11 @@ def _listen(client: Client, name: str) -> int:
                     print(shown, flush=True)
                     last = shown
                 failures = 0
-        except (OSError, http.client.HTTPException, ValueError):
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             failures += 1
             if failures > 3 * len(endpoints):
-                print("error: no endpoint serves the observe stream", file=sys.stderr)
+                why = f"TLS handshake failed ({tls_failure_hint(exc)})" if is_tls_failure(exc) else "last error"
+                print(f"error: no endpoint serves the observe stream; {why}: {tls_error_text(exc)}", file=sys.stderr)
                 return EXIT_UNAVAILABLE
             stop.event.wait(0.5)
         finally:

@@ -2,7 +2,8 @@
 
 * ``save FILE`` streams ``GET /v1/snapshot`` from the first endpoint that
   answers into ``FILE.part``, verifies its SHA-256 and renames it to FILE:
-  a FILE that exists is complete and undamaged.
+  a FILE that exists is complete and undamaged. Endpoints, --user (root's
+  once auth is on) and the TLS files as for the other client commands.
 * ``status FILE`` verifies a backup and prints what it holds.
 * ``restore FILE --data-dir D --id ID --peers ...`` makes D the data dir of
   one member of a NEW cluster holding the backup's keys, which then starts
@@ -24,7 +25,10 @@ from typing import Any
 
 import orjson
 
-from raftkv.client.retry import parse_endpoints
+from raftkv.cli_client import add_connection_options, connection
+from raftkv.client.blocking import BearerAuth, error_of
+from raftkv.client.errors import ClientError
+from raftkv.client.tls import is_tls_failure, tls_error_text, tls_failure_hint
 from raftkv.config import DEFAULT_QUOTA_BACKEND_BYTES, parse_peers
 from raftkv.engines.native.membership import MEMBERS_TABLE
 from raftkv.engines.native.recovery import snapshot_meta_to_json
@@ -34,7 +38,6 @@ from raftkv.storage import WAL, SnapshotStore
 from raftkv.storage.snapshot_stream_backup import Backup, BackupCorruptError, read_backup
 from raftkv.storage.snapshot_stream_install import install_lmdb_snapshot, write_lmdb_snapshot
 
-DEFAULT_ENDPOINTS = "http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 # The restored cluster's first term: its log starts at the backup's index.
 RESTORED_TERM = 1
@@ -53,15 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "save",
         help="stream a snapshot of the cluster into FILE",
         description="Stream GET /v1/snapshot (a linearizable, consistent snapshot) from the first "
-        "endpoint that answers into FILE.part, verify its SHA-256, then rename it to FILE.",
+        "endpoint that answers into FILE.part, verify its SHA-256, then rename it to FILE. Once auth "
+        "is on, only root may (--user root). Exit: 0 saved, 2 refused (401/403) or bad usage, "
+        "3 no endpoint gave a snapshot.",
     )
     save.add_argument("file", metavar="FILE")
-    save.add_argument(
-        "--endpoints", default=None,
-        help="comma-separated node URLs (default: $RAFTKV_ENDPOINTS or " + DEFAULT_ENDPOINTS + ")",
-    )
+    add_connection_options(save)
     save.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the snapshot (default 300)")
-    save.add_argument("--cacert", metavar="PEM", help="CA to trust for https endpoints (default: the system's)")
     save.set_defaults(func=_cmd_save, parser=save)
 
     status = sub.add_parser(
@@ -102,29 +103,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_save(args: argparse.Namespace) -> int:
-    parser: argparse.ArgumentParser = args.parser
-    try:
-        endpoints = parse_endpoints(args.endpoints or os.environ.get("RAFTKV_ENDPOINTS") or DEFAULT_ENDPOINTS)
-    except ValueError as exc:
-        parser.error(f"--endpoints: {exc}")
+    target_cluster = connection(args)
+    auth = BearerAuth(target_cluster.user, target_cluster.password, target_cluster.ssl_context)
     target = Path(args.file)
     part = target.with_name(target.name + ".part")
-    context = ssl.create_default_context(cafile=args.cacert) if args.cacert else None
     failures: list[str] = []
-    for endpoint in endpoints:
+    tls_failures: list[str] = []
+    for endpoint in target_cluster.endpoints:
         try:
-            with urllib.request.urlopen(f"{endpoint}/v1/snapshot", timeout=args.timeout, context=context) as answer:
-                stated = answer.headers.get("X-Raftkv-Snapshot-Sha256")
-                with open(part, "wb") as out:
-                    while chunk := answer.read(1 << 20):
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
+            stated = _download(endpoint, part, auth, target_cluster.ssl_context, args.timeout)
+        except _Refused as exc:
+            # Every node checks the same users and roles: the others would refuse too.
+            print(f"error: {endpoint} refused the snapshot: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except urllib.error.HTTPError as exc:
             failures.append(f"{endpoint}: {exc.code} {_error_text(exc)}")
             continue
-        except (OSError, urllib.error.URLError) as exc:
-            failures.append(f"{endpoint}: {getattr(exc, 'reason', exc)}")
+        except (OSError, urllib.error.URLError, ClientError) as exc:
+            if is_tls_failure(exc):
+                tls_failures.append(tls_error_text(exc))
+            failures.append(f"{endpoint}: {_reason(exc)}")
             part.unlink(missing_ok=True)
             continue
         try:
@@ -144,8 +142,51 @@ def _cmd_save(args: argparse.Namespace) -> int:
             f"{backup.size} bytes, sha256 {backup.sha256} (from {endpoint}, node {header.get('node_id')})"
         )
         return EXIT_OK
+    if len(tls_failures) == len(target_cluster.endpoints):
+        failures.append(tls_failure_hint(tls_failures[-1]))
     print("error: no endpoint gave a snapshot:\n  " + "\n  ".join(failures), file=sys.stderr)
     return EXIT_UNAVAILABLE
+
+
+class _Refused(Exception):
+    """401 or 403: no or wrong credentials, or not root."""
+
+
+def _download(
+    endpoint: str, part: Path, auth: BearerAuth, context: ssl.SSLContext | None, timeout: float
+) -> str | None:
+    """Stream the endpoint's snapshot into ``part`` (fsynced); returns the
+    SHA-256 its header states. A 401 for a stale token is asked again once."""
+    for attempt in range(2):
+        try:
+            headers = auth.headers(endpoint)
+        except ClientError as exc:  # RequestRejected: a wrong password
+            raise _Refused(str(exc)) from None
+        request = urllib.request.Request(f"{endpoint}/v1/snapshot", headers=headers)
+        try:
+            answer = urllib.request.urlopen(request, timeout=timeout, context=context)
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (401, 403):
+                raise
+            error = error_of(exc.read())
+            if attempt == 0 and auth.renew(exc.code, error.get("code")):
+                continue
+            raise _Refused(f"{exc.code} {error.get('code')}: {error.get('message')}") from None
+        with answer:
+            stated = answer.headers.get("X-Raftkv-Snapshot-Sha256")
+            with open(part, "wb") as out:
+                while chunk := answer.read(1 << 20):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        return stated
+    raise AssertionError("the second attempt returns or raises")
+
+
+def _reason(exc: BaseException) -> str:
+    if is_tls_failure(exc):
+        return f"TLS handshake failed: {tls_error_text(exc)}"
+    return str(getattr(exc, "reason", exc))
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:

@@ -4,8 +4,11 @@ Built on the client's Watch iterator (raftkv/client/watch.py), so a node
 that dies, loses its leader or stops is left for the next endpoint, from
 the last revision fully printed: no line is lost or printed twice. Exit
 codes as the other client commands: 0 after --count events (or Ctrl-C);
-1 the start revision is compacted; 2 usage or a request the server found
-malformed; 3 no endpoint answered within --max-reconnects attempts.
+1 the start revision is compacted; 2 usage or a request the server refused
+(malformed, 401 no or wrong credentials, 403 no read permission); 3 no
+endpoint answered within --max-reconnects attempts, or no TLS handshake
+succeeded. Endpoints, --user and the TLS files as for the other client
+commands.
 """
 
 from __future__ import annotations
@@ -13,15 +16,13 @@ from __future__ import annotations
 import argparse
 import base64
 import http.client
-import os
 import sys
 from typing import TextIO
 
 import orjson
 
-from raftkv.cli_client import DEFAULT_ENDPOINTS, EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
-from raftkv.client.errors import RequestRejected
-from raftkv.client.retry import parse_endpoints
+from raftkv.cli_client import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, add_connection_options, connection
+from raftkv.client.errors import ClientError, RequestRejected
 from raftkv.client.watch import Watch, WatchCompacted, WatchEvent
 
 
@@ -35,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "are not UTF-8 text, or hold a newline, are printed as base64:<data>. Starts now "
             "(as of a linearizable read) or at --rev. When the node it streams from fails, it "
             "carries on from another endpoint without losing or repeating an event. "
-            "Exit: 0 after --count events or Ctrl-C, 1 compacted, 2 bad request, 3 unavailable."
+            "Exit: 0 after --count events or Ctrl-C, 1 compacted, 2 bad request or refused "
+            "(401/403), 3 unavailable."
         ),
         epilog="example: raftkv watch config/ --rev 1 --prev-kv",
     )
@@ -48,8 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--count", type=int, default=None, metavar="N", help="exit after N events")
     p.add_argument("--max-reconnects", type=int, default=None, metavar="N",
                    help="give up (exit 3) after N failed connection attempts in a row (default: never)")
-    p.add_argument("--endpoints", default=None,
-                   help="comma-separated node URLs, http:// only (default: $RAFTKV_ENDPOINTS or " + DEFAULT_ENDPOINTS + ")")
+    add_connection_options(p, key_flag=False)  # --key is the key to watch here
     p.set_defaults(func=_run, parser=p)
 
 
@@ -62,19 +63,17 @@ def _run(args: argparse.Namespace) -> int:
         args.parser.error("--rev must be >= 1")
     if args.count is not None and args.count < 1:
         args.parser.error("--count must be >= 1")
-    try:
-        endpoints = parse_endpoints(args.endpoints or os.environ.get("RAFTKV_ENDPOINTS") or DEFAULT_ENDPOINTS)
-    except ValueError as exc:
-        args.parser.error(f"--endpoints: {exc}")
-    if any(not e.startswith("http://") for e in endpoints):
-        args.parser.error("--endpoints: watch speaks plain http:// only")
+    target = connection(args)
     watch = Watch(
-        endpoints,
+        target.endpoints,
         key=args.key,
         prefix=None if args.key is not None else args.prefix,
         start_revision=args.rev,
         prev_kv=args.prev_kv,
         max_reconnects=args.max_reconnects,
+        user=target.user,
+        password=target.password,
+        **target.tls_files(),
     )
     printed = 0
     try:
@@ -90,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"compacted: {exc} (compact revision {exc.compact_revision})", EXIT_FAILED)
     except RequestRejected as exc:
         return _fail(f"{exc.status} {exc.code}: {exc.message}", EXIT_USAGE)
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ClientError) as exc:
         return _fail(f"unavailable: {exc}", EXIT_UNAVAILABLE)
     return EXIT_OK
 
@@ -116,6 +115,7 @@ def printable(value: bytes) -> str:
     return text
 
 
-def _fail(message: str, code: int, out: TextIO = sys.stderr) -> int:
-    print(f"raftkv watch: {message}", file=out)
+def _fail(message: str, code: int, out: TextIO | None = None) -> int:
+    # sys.stderr looked up now, not when this was defined, so a replaced stderr gets it.
+    print(f"raftkv watch: {message}", file=out or sys.stderr)
     return code

@@ -121,7 +121,7 @@ class DevCluster:
         print(f"  curl {first}/v1/status")
         if self.cluster.client_tls:
             ca = self.cluster.certs_dir / "ca.pem"
-            print(f"HTTPS: add --cacert {ca} to these curl commands (raftkv commands: SSL_CERT_FILE={ca})")
+            print(f"HTTPS: add --cacert {ca} to these curl commands and to raftkv commands (or export RAFTKV_CACERT={ca})")
         print(f"Ctrl-C stops the cluster; its data stays in {self.data_dir}/", flush=True)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
