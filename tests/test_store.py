@@ -59,8 +59,17 @@ def test_a_write_sees_its_own_writes_and_abort_undoes_them(store: Store) -> None
     assert list(view.scan("latest")) == [(b"gone", b"2"), (b"keep", b"1")]
     view.close()
     txn = store.write()
+    assert txn.count("latest") == 2  # counts are remembered within a transaction...
+    txn.put("latest", b"more", b"4")
+    assert txn.count("latest") == 3  # ...until a write to their table
+    txn.put("history", b"h", b"")
+    assert (txn.count("latest"), txn.count("history")) == (3, 1)
+    txn.delete("latest", b"more")
+    assert txn.count("latest") == 2
     txn.clear("latest")
     assert txn.count("latest") == 0
+    txn.put("latest", b"after", b"5")
+    assert txn.count("latest") == 1
     txn.abort()
     view = store.read()
     assert view.count("latest") == 2

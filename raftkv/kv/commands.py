@@ -18,6 +18,8 @@ from typing import Any
 
 import msgpack
 
+from raftkv.kv import packing
+
 WRITE_OPS = frozenset(
     {"put", "delete", "delete_prefix", "txn", "noop", "compact"}
     | {"lease_grant", "lease_keepalive", "lease_revoke", "lease_expire"}  # raftkv/kv/leases.py
@@ -40,7 +42,7 @@ class InvalidCommand(ValueError):
 
 
 def encode(command: Command) -> bytes:
-    return msgpack.packb(command, use_bin_type=True)
+    return packing.pack(command)
 
 
 def decode(data: bytes) -> Command:

@@ -37,6 +37,7 @@ from typing import Any
 
 import msgpack
 
+from raftkv.kv import packing
 from raftkv.kv.store import ReadTxn
 
 META_REVISION = b"revision"
@@ -145,8 +146,7 @@ def split_index_key(data: bytes) -> tuple[bytes, bytes]:
     return data[: -_REV_BYTES - 2], data[-_REV_BYTES:]
 
 
-def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+pack = packing.pack
 
 
 def unpack(data: bytes) -> Any:

@@ -254,6 +254,10 @@ class _LmdbTxn(WriteTxn):
         self._txn = env.begin(write=write, buffers=False)
         self._dbs = dbs
         self._path = path
+        # Entry counts read in this transaction, forgotten on a write to their
+        # table: every put asks whether the lease table is empty, and
+        # stat() builds a dict each time.
+        self._counts: dict[str, int] = {}
 
     def get(self, table: str, key: bytes) -> bytes | None:
         return self._txn.get(key, db=self._dbs[table])
@@ -282,15 +286,21 @@ class _LmdbTxn(WriteTxn):
             return cursor.key(), cursor.value()
 
     def count(self, table: str) -> int:
-        return int(self._txn.stat(self._dbs[table])["entries"])
+        count = self._counts.get(table)
+        if count is None:
+            count = self._counts[table] = int(self._txn.stat(self._dbs[table])["entries"])
+        return count
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._counts.pop(table, None)
         self._txn.put(key, value, db=self._dbs[table])
 
     def delete(self, table: str, key: bytes) -> None:
+        self._counts.pop(table, None)
         self._txn.delete(key, db=self._dbs[table])
 
     def clear(self, table: str) -> None:
+        self._counts.pop(table, None)
         self._txn.drop(self._dbs[table], delete=False)
 
     def commit(self) -> None:
