@@ -247,7 +247,9 @@ def test_join_in_a_dev_directory_needs_no_other_flag(tmp_path: Path) -> None:
             return leader is not None and members(c.node(leader).url).get("n4") == "learner"
 
         wait_for(joined, what="n4 joined as a learner")
-        assert (tmp_path / ".raftkv-dev" / "n4" / "join.json").exists()
+        # The joiner writes its record once the add's answer reaches it, which
+        # may be a moment after the member list shows it.
+        wait_for(lambda: (tmp_path / ".raftkv-dev" / "n4" / "join.json").exists(), what="n4's join record")
         assert (tmp_path / ".raftkv-dev" / "certs" / "n4.pem").exists()
         # It catches up over mutual TLS with its new certificate.
         leader = c.leader()
