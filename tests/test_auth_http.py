@@ -4,6 +4,7 @@ revocation, disable, restart, followers and bad input."""
 from __future__ import annotations
 
 import base64
+import json
 import http.client
 import time
 from typing import Any, Callable
@@ -232,3 +233,69 @@ def test_users_survive_a_restart_and_reach_a_follower(make_cluster: Callable[...
         ok(call("PUT", f"{endpoint}/v1/kv/app/{endpoint[-5:]}", "v", headers=alice))
         assert call("GET", f"{endpoint}/v1/kv/other/x", headers=alice).status == 403
     assert call("GET", f"{cluster.endpoints[1]}/v1/kv/app/x").status == 401
+
+
+class _WatchStream:
+    """One NDJSON watch over a raw connection, read line by line."""
+
+    def __init__(self, url: str, query: str, headers: dict[str, str]) -> None:
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+        self.conn.request("GET", f"/v1/watch?{query}", headers={"Accept": "application/x-ndjson", **headers})
+        self.response = self.conn.getresponse()
+        assert self.response.status == 200, self.response.read()
+
+    def next_message(self) -> dict[str, Any]:
+        """The next event or end message (progress messages skipped)."""
+        while True:
+            line = self.response.readline()
+            assert line, "the stream closed without an end message"
+            message = json.loads(line)
+            if message.get("type") != "progress":
+                return message
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_a_watch_ends_when_its_access_is_revoked(make_cluster: Callable[..., LocalCluster]) -> None:
+    """A watch's token is checked when it starts; losing the permission or
+    having the token revoked ends the open stream before anything more is
+    sent, with the reason (the client then reconnects and gets 403 or 401)."""
+    cluster = make_cluster()
+    url, follower = cluster.endpoints[0], cluster.endpoints[2]
+    setup_users(url)
+    ok(call("POST", f"{url}/v1/auth/enable"))
+    root = bearer(login(url, "root", "rootpw"))
+    alice = bearer(login(follower, "alice", "alicepw"))
+
+    watch = _WatchStream(follower, "prefix=app/&progress_interval=60", alice)
+    try:
+        ok(call("PUT", f"{url}/v1/kv/app/1", "one", headers=root))
+        assert watch.next_message()["key"] == "app/1"
+        # The role loses read on app/: the next wake-up (this put) ends the stream.
+        ok(call("DELETE", f"{url}/v1/auth/roles/app/permissions?prefix=app/", headers=root))
+        ok(call("PUT", f"{url}/v1/kv/app/2", "two", headers=root))
+        end = watch.next_message()
+        assert (end.get("type"), end["error"]["code"]) == ("end", "permission_denied"), end
+        assert "app/" in end["error"]["message"]
+    finally:
+        watch.close()
+    assert watch_status(follower, "prefix=app/", alice) == 403
+
+    ok(call_json("POST", f"{url}/v1/auth/roles/app/permissions", {"prefix": "app/", "permission": "readwrite"}, root))
+    # Each node checks against what it has applied: wait for the follower.
+    wait_until(lambda: watch_status(follower, "prefix=app/", alice) == 200)
+    watch = _WatchStream(follower, "prefix=app/&progress_interval=60", alice)
+    try:
+        ok(call("PUT", f"{url}/v1/kv/app/3", "three", headers=root))
+        assert watch.next_message()["key"] == "app/3"
+        # A password change revokes alice's tokens: the open watch ends too.
+        ok(call_json("PUT", f"{url}/v1/auth/users/alice/password", {"password": "new"}, root))
+        ok(call("PUT", f"{url}/v1/kv/app/4", "four", headers=root))
+        end = watch.next_message()
+        assert (end.get("type"), end["error"]["code"]) == ("end", "invalid_token"), end
+    finally:
+        watch.close()
+    assert watch_status(follower, "prefix=app/", alice) == 401
+    assert watch_status(follower, "prefix=app/", bearer(login(follower, "alice", "new"))) == 200

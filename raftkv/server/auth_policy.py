@@ -68,11 +68,13 @@ from raftkv.auth import tokens
 from raftkv.kv import leases
 from raftkv.kv.auth_state import READ, WRITE, AuthView, User
 from raftkv.kv.state_machine import KVStateMachine
+from raftkv.server.http_api import STREAM_GUARD, StreamGuard
 from raftkv.server.lock_routes import ELECTIONS_PREFIX, LOCKS_PREFIX
 from raftkv.server.responses import ApiError
 
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v1/status"})
 METRICS_PATH = "/metrics"
+WATCH_PATH = "/v1/watch"
 # Basic credentials checked recently, so a scrape every few seconds does not
 # cost a password hash each time; entries name the user's record revision,
 # so a password change or a revoked role is seen at once.
@@ -148,7 +150,7 @@ async def requirement(
         if method != "POST":
             return ANY_USER
         return txn_grants(await parse_txn_body(request))
-    if path == "/v1/watch":
+    if path == WATCH_PATH:
         query = request.query
         if "key" in query and "prefix" not in query:
             return [Grant(READ, query["key"])]
@@ -239,14 +241,41 @@ class AuthPolicy:
                 raise forbidden(f"user {user.name!r} lacks the root role, which {request.method} {path} needs")
             return
         assert isinstance(needs, list)
-        for grant in needs:
-            allowed = (
-                view.allows_range(user, grant.permission, grant.target)
-                if grant.is_range
-                else view.allows_key(user, grant.permission, grant.target)
-            )
-            if not allowed:
-                raise forbidden(f"user {user.name!r} has no {grant.describe()}")
+        missing = _missing_grant(view, user, needs)
+        if missing is not None:
+            raise forbidden(f"user {user.name!r} has no {missing.describe()}")
+        if path == WATCH_PATH:
+            request[STREAM_GUARD] = self._stream_guard(view, user, needs)
+
+    def _stream_guard(self, view: AuthView, user: User, needs: list[Grant]) -> StreamGuard:
+        """What a watch asks before each write: None while its user may still
+        read what it watches, else the error to end the stream with.
+
+        Only revocation ends it: the user's password or roles changed, the
+        user was deleted, auth was enabled again with a new key, or a role
+        lost the permission. The token's TTL passing does not: the token was
+        checked when the stream started, and ending every watch each TTL
+        would make every watcher log in again (a password hash each).
+        """
+        signing_key, name, revision = view.signing_key, user.name, user.revision
+
+        def still_allowed() -> ApiError | None:
+            now = self.machine.auth
+            if not now.enabled:
+                return None
+            current = now.users.get(name)
+            if now.signing_key != signing_key or current is None or current.revision != revision:
+                return unauthenticated(
+                    "invalid_token",
+                    "this watch's token was revoked (its user's password or roles changed, the user was "
+                    "deleted, or auth was enabled again): authenticate again and resume",
+                )
+            missing = _missing_grant(now, current, needs)
+            if missing is not None:
+                return forbidden(f"user {name!r} no longer has {missing.describe()}")
+            return None
+
+        return still_allowed
 
     async def authenticate_scraper(self, request: web.BaseRequest, view: AuthView) -> User:
         """/metrics takes a bearer token or Basic credentials; its 401 offers both
@@ -307,6 +336,19 @@ class AuthPolicy:
                 "authenticate again",
             )
         return user
+
+
+def _missing_grant(view: AuthView, user: User, needs: list[Grant]) -> Grant | None:
+    """The first of ``needs`` that ``user`` lacks, or None."""
+    for grant in needs:
+        allowed = (
+            view.allows_range(user, grant.permission, grant.target)
+            if grant.is_range
+            else view.allows_key(user, grant.permission, grant.target)
+        )
+        if not allowed:
+            return grant
+    return None
 
 
 def unauthenticated(code: str, message: str) -> ApiError:

@@ -54,6 +54,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A request guard may leave a streaming handler (a watch) a StreamGuard under
+# this request key: asked before each write, None to go on, or the error to
+# end the stream with (raftkv/server/auth_policy.py: access revoked).
+STREAM_GUARD = "raftkv.stream_guard"
+StreamGuard = Callable[[], ApiError | None]
+
 _KEY_PREFIX = "/v1/kv/"
 _KEY_ROUTE = "/v1/kv/{key}"  # the route template /v1/kv/<key> is timed under
 

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from raftkv.kv import mvcc
-from raftkv.server.http_api import HttpApi, _bool, _check, _query, _raise_if_engine_failed
+from raftkv.server.http_api import STREAM_GUARD, HttpApi, StreamGuard, _bool, _check, _query, _raise_if_engine_failed
 from raftkv.server.json_codec import validate_key, validate_prefix
 from raftkv.server.params import parse_seconds, parse_uint
 from raftkv.server.responses import ApiError, json_response
@@ -130,7 +130,7 @@ class WatchRoutes:
             transport = request.transport
             if transport is not None:
                 watcher.abort = transport.abort
-            await _stream(hub, watcher, response, fmt, interval)
+            await _stream(hub, watcher, response, fmt, interval, request.get(STREAM_GUARD))
             await response.write_eof()
         except (ConnectionError, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError):
@@ -183,12 +183,26 @@ def _filters(text: str | None) -> tuple[bool, bool]:
     return "noput" in names, "nodelete" in names
 
 
-async def _stream(hub: WatchHub, watcher: Watcher, response: web.StreamResponse, fmt: str, interval: float) -> None:
+async def _stream(
+    hub: WatchHub,
+    watcher: Watcher,
+    response: web.StreamResponse,
+    fmt: str,
+    interval: float,
+    guard: StreamGuard | None = None,
+) -> None:
     loop = asyncio.get_running_loop()
     now = loop.time()
     last_write = now
     next_progress = now + interval
     while True:
+        if guard is not None and watcher.end is None:
+            # With auth on: a user whose access was revoked gets nothing more,
+            # at the latest by the next progress or ping wake-up.
+            refused = guard()
+            if refused is not None:
+                watcher.take()
+                watcher.finish(refused.code, refused.message)
         if not watcher.synced and watcher.end is None:
             hub.catch_up(watcher)
         through = hub.delivered_through(watcher)
