@@ -7,6 +7,7 @@ how to start, kill, pause and restart nodes and how to find the leader.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import ssl
@@ -28,7 +29,41 @@ from raftkv.config import DEFAULT_ENGINE
 PeerRouter = Callable[[str, str], str]
 
 
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PICKED_PORT = 10000
+
+
+def _first_ephemeral_port() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux; the
+    usual default elsewhere)."""
+    try:
+        return int(_EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_ports(count: int) -> list[int]:
+    """Ports free right now, all different.
+
+    Picked below the kernel's ephemeral range where there is room: a port
+    from that range (what binding port 0 gives) can be taken as the local
+    port of some outgoing connection between the pick and the node's bind,
+    or while a node restarts on it, and the node then fails with "address
+    already in use"."""
+    top = _first_ephemeral_port()
+    if top - _LOWEST_PICKED_PORT >= 1000:
+        rng = random.Random()
+        picked: list[int] = []
+        for _ in range(50 * count):
+            port = rng.randrange(_LOWEST_PICKED_PORT, top)
+            if port not in picked and port_is_free(port):
+                picked.append(port)
+                if len(picked) == count:
+                    return picked
+    return _kernel_picked_ports(count)
+
+
+def _kernel_picked_ports(count: int) -> list[int]:
     """Ports the OS considers free right now (bound all at once so they differ)."""
     sockets = [socket.socket() for _ in range(count)]
     try:
