@@ -23,6 +23,8 @@ SALT_BYTES = 16
 HASH_BYTES = 32
 # Enough for n up to 2**16 at r 8; a record asking for more is refused.
 _MAX_MEMORY = 1 << 27
+# scrypt takes any length; this bounds a request (and a Basic header's password).
+MAX_PASSWORD_CHARS = 1024
 
 
 def hash_password(password: str) -> dict[str, Any]:

@@ -64,7 +64,7 @@ from typing import Any, Union
 
 from aiohttp import web
 
-from raftkv.auth import tokens
+from raftkv.auth import passwords, tokens
 from raftkv.kv import leases
 from raftkv.kv.auth_state import READ, WRITE, AuthView, User
 from raftkv.kv.state_machine import KVStateMachine
@@ -174,8 +174,8 @@ async def requirement(
         return [Grant(READ, f"{LOCKS_PREFIX}{name}/", True), Grant(WRITE, f"{LOCKS_PREFIX}{name}/", True)]
     if path.startswith(_ELECTION_PATH):
         name, _, action = path[len(_ELECTION_PATH):].partition("/")
-        if not name or "/" in name:
-            return ANY_USER  # the handler answers 400 or 404
+        if not name:
+            return ANY_USER  # the handler answers 400
         grants = [Grant(READ, f"{ELECTIONS_PREFIX}{name}/", True)]
         if action not in ("leader", "observe"):
             grants.append(Grant(WRITE, f"{ELECTIONS_PREFIX}{name}/", True))
@@ -297,7 +297,7 @@ class AuthPolicy:
             name, sep, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             name, sep, password = "", "", ""
-        if not sep or not name or len(password) > 1024:
+        if not sep or not name or len(password) > passwords.MAX_PASSWORD_CHARS:
             raise unauthenticated("invalid_token", "the Authorization header must be 'Basic base64(name:password)'")
         user = view.users.get(name)
         digest = hashlib.sha256(password.encode("utf-8")).digest()

@@ -36,7 +36,6 @@ SIGNING_KEY_BYTES = 32
 # path segment as typed, never needing percent-encoding; the state machine
 # itself takes any printable name up to auth_state.MAX_NAME_CHARS.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}\Z")
-MAX_PASSWORD_CHARS = 1024  # scrypt takes any length; this bounds the request
 # Auth command errors that mean "no such thing" rather than a conflict.
 _NOT_FOUND = frozenset({"user_not_found", "role_not_found", "role_not_granted", "permission_not_granted"})
 
@@ -287,8 +286,8 @@ def _name(name: Any, what: str) -> str:
 def _password(password: Any) -> str:
     if type(password) is not str or not password:
         raise ApiError(400, "invalid_argument", "password must be a non-empty string")
-    if len(password) > MAX_PASSWORD_CHARS:
-        raise ApiError(400, "invalid_argument", f"password is longer than {MAX_PASSWORD_CHARS} characters")
+    if len(password) > passwords.MAX_PASSWORD_CHARS:
+        raise ApiError(400, "invalid_argument", f"password is longer than {passwords.MAX_PASSWORD_CHARS} characters")
     return password
 
 
