@@ -21,7 +21,7 @@ from raftkv.storage import (
 )
 from raftkv.storage.records import RecordType, encode_record, find_valid_record_after, scan_records
 from raftkv.storage.replay import LogReplay, check_append
-from raftkv.storage.wal import DIRECT_BLOCK
+from raftkv.storage.wal import DIRECT_BLOCK, ROLL_AT_COMPACT_BYTES
 
 # Syncs are direct block writes (O_DIRECT | O_DSYNC) where the filesystem
 # allows, else write + fsync: tests of what reaches the disk run both ways.
@@ -163,6 +163,32 @@ def test_hard_state_survives_compaction_of_the_segment_that_held_it(tmp_path: Pa
         wal.sync()
     with reopen(tmp_path, segment_bytes=4096) as wal:
         assert wal.recovered.entries == records(2001, 2002)
+
+
+@both_io_modes
+def test_compaction_rolls_a_big_segment_so_the_next_one_deletes_it(tmp_path: Path, direct_io: bool) -> None:
+    # A restart decodes every record of every segment: the entries a snapshot
+    # covers must not pile up in the segment being written.
+    with WAL.open(tmp_path, direct_io=direct_io) as wal:
+        wal.set_hard_state(4, "n2", 10)
+        for first in range(1, 3000, 100):
+            wal.append(records(first, first + 99, size=1000))
+            wal.sync()
+        wal.compact(2000)
+        first_segment, rolled = wal.segment_paths()
+        assert first_segment.stat().st_size > ROLL_AT_COMPACT_BYTES
+    with reopen(tmp_path) as wal:  # as if it crashed here: the roll lost nothing
+        rec = wal.recovered
+        assert rec.hard_state == HardState(4, "n2", 10)
+        assert rec.compacted_index == 2000 and rec.entries == records(2001, 3000, size=1000)
+        wal.append(records(3001, 3010))
+        wal.sync()
+        wal.compact(3005)
+        assert wal.segment_paths() == [rolled]  # small: compacted without another roll
+    with reopen(tmp_path) as wal:
+        rec = wal.recovered
+        assert rec.hard_state == HardState(4, "n2", 10)
+        assert (rec.compacted_index, rec.entries) == (3005, records(3006, 3010))
 
 
 def test_compact_beyond_last_index_restarts_log_after_snapshot(tmp_path: Path) -> None:

@@ -48,6 +48,10 @@ LOCK_FILE = "LOCK"
 # Direct I/O writes whole blocks at block-aligned offsets from an aligned
 # buffer; 4 KiB satisfies both 512-byte and 4 KiB sector devices.
 DIRECT_BLOCK = 4096
+# compact() starts a new segment when the one being written holds at least
+# this much, so a restart reads little more than the log since the last
+# snapshot (see compact).
+ROLL_AT_COMPACT_BYTES = 1 << 20
 
 
 def segment_name(seq: int, first_index: int) -> str:
@@ -255,6 +259,15 @@ class WAL:
                     self._compacted_index = up_to_index
                     self._last_index = max(self._last_index, up_to_index)
             self._sync_locked()
+            if self._segment_size >= ROLL_AT_COMPACT_BYTES:
+                # Without this roll a busy segment holds up to segment_bytes of
+                # entries the snapshot already covers, and every restart decodes
+                # them all; rolled here, the next compaction deletes it. The
+                # new segment's head records must be durable before any older
+                # segment goes: the sync below writes them.
+                with self._lock:
+                    self._roll_segment()
+                self._sync_locked()
             with self._lock:
                 removed = False
                 while len(self._segments) > 1 and self._segments[0].max_entry_index <= self._compacted_index:
