@@ -33,6 +33,7 @@ from raftkv.raft import (
     Snapshot,
     SnapshotMeta,
 )
+from raftkv.raft.core import MAX_COMMITTED_BYTES_PER_READY
 from raftkv.raft.log import RaftLog
 
 Filter = Callable[[Message], bool]
@@ -760,6 +761,28 @@ def test_single_node_commits_only_after_its_own_persist() -> None:
     rd2 = c["a"].ready()
     assert [e.data for e in rd2.committed_entries] == [b"x"]
     c["a"].advance(rd2)
+
+
+def test_a_ready_hands_out_a_bounded_amount_of_committed_data() -> None:
+    # Applying runs on the event loop: big txns must come in several Readys,
+    # at least one entry each, however big it is.
+    c = Cluster(("a",))
+    c.elect("a")
+    chunk = MAX_COMMITTED_BYTES_PER_READY // 4
+    sizes = [chunk] * 10 + [3 * MAX_COMMITTED_BYTES_PER_READY] + [10] * 5
+    c["a"].propose_batch([bytes([i]) * n for i, n in enumerate(sizes)])
+    rd = c["a"].ready()
+    c["a"].advance(rd)
+    batches = []
+    while c["a"].has_ready():
+        rd = c["a"].ready()
+        batches.append([len(e.data) for e in rd.committed_entries])
+        c["a"].advance(rd)
+    assert [n for batch in batches for n in batch] == sizes
+    assert batches[0] == [chunk] * 4  # a fifth would pass the budget
+    assert [3 * MAX_COMMITTED_BYTES_PER_READY] in batches  # alone, but handed out
+    assert all(sum(b) <= MAX_COMMITTED_BYTES_PER_READY or len(b) == 1 for b in batches)
+    assert c["a"].applied == c["a"].commit
 
 
 def test_ready_twice_without_advance_is_an_error() -> None:

@@ -44,9 +44,13 @@ from raftkv.raft.types import (
     SoftState,
 )
 
-# Bounds the work (and memory) of one Ready after e.g. a restart with a long
-# committed-but-unapplied log; the rest follows in the next Ready.
+# Bound the work (and memory) of one Ready, after e.g. a restart with a long
+# committed-but-unapplied log, or under big txns: applying runs on the
+# driver's event loop, so a batch must not hold it past the 10 ms pause
+# budget (docs/native-engine.md). The rest follows in the next Ready. At
+# least one entry always goes, whatever its size.
 MAX_COMMITTED_PER_READY = 8192
+MAX_COMMITTED_BYTES_PER_READY = 16 << 10
 
 # The ReadIndex context an unbootstrapped node asks the leader with (see
 # docs/raft-core.md, "Wiped nodes"). The driver's read contexts are 8 bytes,
@@ -346,10 +350,9 @@ class RaftCore:
             rd.snapshot = self._pending_snapshot
             rd.must_sync = True
         if self.commit > self._handed_applied:
-            lo = self._handed_applied + 1
-            hi = min(self.commit, lo + MAX_COMMITTED_PER_READY - 1)
-            rd.committed_entries = log.slice(lo, hi)
-            self._handed_applied = hi
+            entries = self.committed_to_apply(self._handed_applied)
+            rd.committed_entries = entries
+            self._handed_applied = entries[-1].index if entries else min(self.commit, self._handed_applied + MAX_COMMITTED_PER_READY)
         if self._msgs:
             rd.messages = self._msgs
             self._msgs = []
@@ -379,6 +382,19 @@ class RaftCore:
             me = self.progress.get(self.id)
             if me is not None and me.maybe_update(self.log.unstable_from - 1):
                 self._maybe_commit()
+
+    def committed_to_apply(self, after: int) -> list[Entry]:
+        """The next committed entries after index ``after`` (< commit) that
+        one batch should apply: at most MAX_COMMITTED_PER_READY of them and,
+        past the first, MAX_COMMITTED_BYTES_PER_READY of data."""
+        lo = after + 1
+        entries = self.log.slice(lo, min(self.commit, lo + MAX_COMMITTED_PER_READY - 1))
+        budget = MAX_COMMITTED_BYTES_PER_READY
+        for i, entry in enumerate(entries):
+            budget -= len(entry.data)
+            if budget < 0 and i:
+                return entries[:i]
+        return entries
 
     def applied_to(self, index: int) -> None:
         """The driver applied committed entries up to ``index`` before the
