@@ -197,6 +197,7 @@ class Simulation:
                 max_snapshot_chunk=rng.choice((16, 64, 1 << 20)),
                 pre_vote=self.pre_vote,
                 check_quorum=self.check_quorum,
+                stale_snapshot_bytes=rng.choice((None, 0, 64, 1 << 20)),
             )
             options = NodeOptions(random.Random(self.seed * 16 + i), self.election_ticks)
             self.nodes[node_id] = SimNode(

@@ -33,7 +33,7 @@ from raftkv.raft import (
     Snapshot,
     SnapshotMeta,
 )
-from raftkv.raft.core import MAX_COMMITTED_BYTES_PER_READY
+from raftkv.raft.core import FRESH_SNAPSHOT_WAIT_ELECTIONS, MAX_COMMITTED_BYTES_PER_READY
 from raftkv.raft.log import RaftLog
 
 Filter = Callable[[Message], bool]
@@ -676,6 +676,56 @@ def test_lagging_follower_gets_the_snapshot_in_chunks_then_entries() -> None:
     assert c["c"].log.offset == meta.index
     assert c.data_applied("c") == [b"after"]
     assert c["c"].commit == c["a"].commit
+
+
+def _stale_snapshot_cluster() -> tuple[Cluster, bytes]:
+    """c is cut off while a writes, snapshots early, then writes more than
+    stale_snapshot_bytes past that snapshot."""
+    c = Cluster(ABC, stale_snapshot_bytes=50, election_ticks=6)
+    c.elect("a")
+    c.blocked.add("c")
+    c["a"].propose(b"early")
+    c.deliver()
+    old = b"old-snapshot"
+    c["a"].snapshot_taken(c["a"].applied_snapshot_meta(), old)
+    for i in range(10):
+        c["a"].propose(b"later-%02d" % i)  # 80 bytes of data past the snapshot
+    c.deliver()
+    c.blocked.clear()
+    return c, old
+
+
+def test_a_follower_gets_a_fresh_snapshot_not_a_stale_one() -> None:
+    c, old = _stale_snapshot_cluster()
+    c.tick_all(3)
+    assert c["a"].snapshot_wanted
+    assert not [m for m in c.sent if m.type == MsgType.SNAP], "sent the stale snapshot"
+    meta = c["a"].applied_snapshot_meta()
+    c["a"].snapshot_taken(meta, b"fresh-snapshot")
+    assert not c["a"].snapshot_wanted
+    c.tick_all(3)
+    assert c.snapshots["c"] == [b"fresh-snapshot"]
+    assert c["c"].commit == c["a"].commit and c.data_applied("c") == []  # nothing left to replay
+
+
+def test_a_stale_snapshot_goes_when_the_driver_has_none_fresher() -> None:
+    c, old = _stale_snapshot_cluster()
+    c.tick_all(3)
+    assert c.snapshots["c"] == [] and c["a"].snapshot_wanted
+    c["a"].snapshot_unavailable()
+    c.tick_all(2)
+    assert c.snapshots["c"] == [old]
+    assert c.data_applied("c") == [b"later-%02d" % i for i in range(10)]
+
+
+def test_a_stale_snapshot_still_goes_when_no_fresh_one_comes() -> None:
+    c, old = _stale_snapshot_cluster()
+    c.tick_all(FRESH_SNAPSHOT_WAIT_ELECTIONS * 6 - 1)
+    assert c.snapshots["c"] == [] and c["a"].snapshot_wanted
+    c.tick_all(2)
+    assert c.snapshots["c"] == [old]
+    assert c["c"].commit == c["a"].commit
+    assert c.data_applied("c") == [b"later-%02d" % i for i in range(10)]
 
 
 def test_snapshot_survives_lost_chunks() -> None:

@@ -97,6 +97,39 @@ def test_a_wiped_follower_is_rebuilt_from_a_snapshot_while_writes_go_on(
     print(figures)
 
 
+def test_a_wiped_follower_gets_a_fresh_snapshot_not_one_with_megabytes_of_log_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The leader's last snapshot has 7.5 MiB of writes after it (more than
+    # the engine's 4 MiB stale_snapshot_bytes): the wiped follower must get a
+    # snapshot taken for it, which holds them, not that one plus the log.
+    monkeypatch.setenv("RAFTKV_SNAPSHOT_EVERY", "40")
+    monkeypatch.setenv("RAFTKV_SNAPSHOT_RETAIN", "0")
+    with LocalCluster(tmp_path) as cluster:
+        leader = cluster.node(cluster.wait_ready())
+        follower = next(n for n in cluster.nodes if n is not leader)
+        cluster.terminate(follower.node_id)
+        shutil.rmtree(follower.data_dir)
+        snapshots = leader.data_dir / "snapshots"
+        i = 0
+        while not list(snapshots.glob("*.snap")):
+            assert call("PUT", f"{leader.url}/v1/kv/small/{i}", b"x").status == 200
+            i += 1
+        for j in range(30):  # 30 entries: fewer than the 40 to the next snapshot
+            assert call("PUT", f"{leader.url}/v1/kv/big/{j}", bytes([65 + j % 26]) * (256 << 10)).status == 200
+        stale = {p.name for p in snapshots.glob("*.snap")}
+        last_write = call("GET", f"{leader.url}/v1/status").json()["commit_index"]
+        cluster.start_node(follower.node_id)
+        wait_applied(follower.url, last_write, timeout=60)
+        installed = [
+            int(line.split("snapshot at index ")[1].split()[0])
+            for line in follower.log_path.read_text().splitlines()
+            if "installed the leader's snapshot at index" in line
+        ]
+        assert len(installed) == 1 and installed[0] >= last_write, (installed, last_write, stale)
+        assert all_keys(follower.url) == all_keys(leader.url)
+
+
 @pytest.mark.slow
 def test_a_wiped_follower_is_rebuilt_from_200k_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     figures = _rebuild_wiped_follower(tmp_path, monkeypatch, keys=200_000, snapshot_every=1_000)

@@ -52,6 +52,13 @@ from raftkv.raft.types import (
 MAX_COMMITTED_PER_READY = 8192
 MAX_COMMITTED_BYTES_PER_READY = 16 << 10
 
+# How long (in election timeouts) a follower that needs a snapshot waits for
+# a fresh one (RaftConfig.stale_snapshot_bytes) before it gets the stale
+# one. A safety net only: the driver answers with snapshot_taken, or with
+# snapshot_unavailable when it cannot; making one of a million keys takes
+# seconds, so this is generous.
+FRESH_SNAPSHOT_WAIT_ELECTIONS = 20
+
 # The ReadIndex context an unbootstrapped node asks the leader with (see
 # docs/raft-core.md, "Wiped nodes"). The driver's read contexts are 8 bytes,
 # so this one cannot be mistaken for a client read.
@@ -143,6 +150,12 @@ class RaftCore:
         # Snapshot kept to send to lagging followers (data attached by
         # snapshot_taken or received from a leader).
         self._snapshot: Snapshot | None = None
+        # Tick at which a follower needed a snapshot and ours was stale (see
+        # RaftConfig.stale_snapshot_bytes), until snapshot_taken; and the
+        # index of the snapshot taken in answer, sent however stale it got
+        # meanwhile (under heavy writes every fresh one could be).
+        self._snapshot_wanted_at: int | None = None
+        self._snapshot_answered_want = -1
         self._pending_snapshot: Snapshot | None = None  # to hand out in Ready
         self._snap_recv: tuple[SnapshotMeta, Any] | None = None
         # Makes the buffer a snapshot from the leader is received into: the
@@ -428,6 +441,9 @@ class RaftCore:
         if term != meta.term:
             raise ValueError(f"snapshot term {meta.term} does not match the log's term {term} at index {meta.index}")
         self._snapshot = Snapshot(meta, data)
+        if self._snapshot_wanted_at is not None:
+            self._snapshot_wanted_at = None
+            self._snapshot_answered_want = meta.index
         compact_to = max(self.log.offset, meta.index - max(retain_entries, 0))
         self._conf_base = self._conf_at(compact_to)
         self._conf_log = [c for c in self._conf_log if c[0] > compact_to]
@@ -1041,15 +1057,48 @@ class RaftCore:
         pr.sent_entries(sent_to)
         return True
 
+    @property
+    def snapshot_wanted(self) -> bool:
+        """A follower needs a snapshot and ours is stale: the driver should
+        take one now (any snapshot_taken answers it)."""
+        return self._snapshot_wanted_at is not None
+
     def _start_snapshot(self, to: str, pr: Progress) -> bool:
         snap = self._snapshot
         if snap is None or snap.meta.index < self.log.offset:
             # The driver compacted without handing us the snapshot data;
             # nothing we can send. It must call snapshot_taken (see docs).
             return False
+        if snap.meta.index != self._snapshot_answered_want and self._is_stale(snap):
+            if self._snapshot_wanted_at is None:
+                self._snapshot_wanted_at = self._ticks
+            if self._ticks - self._snapshot_wanted_at < FRESH_SNAPSHOT_WAIT_ELECTIONS * self._cfg.election_ticks:
+                return False  # the next heartbeat answer asks again
+            # No fresh snapshot came and the driver did not say it failed
+            # (snapshot_unavailable): the stale one still repairs the
+            # follower, only more slowly.
+            self._snapshot_wanted_at = None
         pr.become_snapshot(snap)
         self._send_snapshot_chunk(to, pr)
         return True
+
+    def snapshot_unavailable(self) -> None:
+        """The driver could not take the snapshot that snapshot_wanted asked
+        for: send the one we have, stale or not."""
+        if self._snapshot_wanted_at is not None and self._snapshot is not None:
+            self._snapshot_wanted_at = None
+            self._snapshot_answered_want = self._snapshot.meta.index
+
+    def _is_stale(self, snap: Snapshot) -> bool:
+        limit = self._cfg.stale_snapshot_bytes
+        if limit is None:
+            return False
+        behind = 0
+        for entry in self.log.slice(snap.meta.index + 1, self.applied):
+            behind += len(entry.data)
+            if behind > limit:
+                return True
+        return False
 
     def _send_snapshot_chunk(self, to: str, pr: Progress) -> None:
         snap = pr.snapshot

@@ -96,6 +96,12 @@ class RaftConfig:
     max_snapshot_chunk: int = 1 << 20
     pre_vote: bool = True
     check_quorum: bool = True
+    # A snapshot with more than this many bytes of entry data applied after
+    # it is stale: a follower that needs a snapshot waits for the fresh one
+    # the driver is asked for (RaftCore.snapshot_wanted), instead of
+    # receiving the stale one and then replaying that log (see
+    # docs/raft-core.md). None: never stale.
+    stale_snapshot_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -111,6 +117,8 @@ class RaftConfig:
             raise ValueError("RaftConfig.max_entries_per_msg and max_inflight_msgs must be >= 1")
         if self.max_snapshot_chunk < 1:
             raise ValueError("RaftConfig.max_snapshot_chunk must be >= 1")
+        if self.stale_snapshot_bytes is not None and self.stale_snapshot_bytes < 0:
+            raise ValueError("RaftConfig.stale_snapshot_bytes must be >= 0 or None")
         overlap = set(self.voters) & set(self.learners)
         if overlap:
             raise ValueError(f"nodes cannot be both voter and learner: {sorted(overlap)}")

@@ -746,7 +746,9 @@ class RaftDriver:
         log.info("node %s: installed a snapshot at index %d from the leader", self.core.id, snapshot.meta.index)
 
     def _maybe_snapshot(self) -> None:
-        if self._snapshot_task is not None or self.applied - self.snapshot_index < self.snapshot_every:
+        if self._snapshot_task is not None:
+            return
+        if self.applied - self.snapshot_index < self.snapshot_every and not self.core.snapshot_wanted:
             return
         meta = self.core.applied_snapshot_meta()
         machine = self._stored_machine
@@ -783,6 +785,7 @@ class RaftDriver:
             log.exception("node %s: saving a snapshot at index %d failed", self.core.id, meta.index)
             self.snapshot_index = max(self.snapshot_index, meta.index)
             self._snapshot_task = None
+            self.core.snapshot_unavailable()
             return
         self._snapshot_saved = Snapshot(meta, data)  # type: ignore[arg-type]  # read like bytes
         self._wake.set()
@@ -807,6 +810,7 @@ class RaftDriver:
             log.exception("node %s: encoding a snapshot at index %d failed", self.core.id, meta.index)
             self.snapshot_index = max(self.snapshot_index, meta.index)
             self._snapshot_task = None
+            self.core.snapshot_unavailable()
             return
         await self._save_own_snapshot(Snapshot(meta, data))
 
@@ -820,6 +824,7 @@ class RaftDriver:
             # Try again after another snapshot_every entries, not at once.
             self.snapshot_index = max(self.snapshot_index, meta.index)
             self._snapshot_task = None
+            self.core.snapshot_unavailable()
             return
         self._snapshot_saved = snapshot
         self._wake.set()
@@ -837,12 +842,14 @@ class RaftDriver:
         self._snapshot_task = None
         meta: SnapshotMeta = snapshot.meta
         if meta.index <= self.snapshot_index:
+            self.core.snapshot_unavailable()
             return
         try:
             self.core.snapshot_taken(meta, snapshot.data, retain_entries=self.snapshot_retain)
         except ValueError as exc:
             # A snapshot from the leader overtook ours while it was written.
             log.info("node %s: dropping our snapshot at %d: %s", self.core.id, meta.index, exc)
+            self.core.snapshot_unavailable()
             return
         self.snapshot_index = meta.index
         if self._stale_after is None:

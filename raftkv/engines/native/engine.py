@@ -72,6 +72,9 @@ class NativeOptions:
     election_ticks: int = 6  # the core randomizes each timeout to [6, 12) ticks
     snapshot_every: int = 10_000  # applied entries between snapshots
     snapshot_retain: int = 5_000  # entries kept in memory after one, for slow followers
+    # A follower that needs a snapshot gets a fresh one when more than this
+    # much entry data was applied after the last (RaftConfig.stale_snapshot_bytes).
+    stale_snapshot_bytes: int = 4 << 20
     max_entries_per_msg: int = 1024
     # Appends above this are cut into parts; the transport refuses frames
     # over twice this, and snapshots travel in chunks of at most half of it.
@@ -202,6 +205,7 @@ class NativeEngine(Engine):
                 heartbeat_ticks=options.heartbeat_ticks,
                 max_entries_per_msg=options.max_entries_per_msg,
                 max_snapshot_chunk=min(1 << 20, options.max_message_bytes // 2),
+                stale_snapshot_bytes=options.stale_snapshot_bytes,
             )
             core = RaftCore(raft_config, random.Random(), recovery.restored)
             # A snapshot from the leader is received into a file, chunk by chunk.
