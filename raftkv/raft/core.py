@@ -559,11 +559,36 @@ class RaftCore:
             self._become_leader()
         elif self.bootstrapped:
             self._campaign(pre_vote=False, force=False)
+        elif self._may_run_unbootstrapped():
+            # Rule 4 (docs, "Wiped nodes"): we hold every reported log, so
+            # we may be the only one the others can elect. Run above every
+            # reported term: a vote we forgot went to someone who reported
+            # its term.
+            highest = max(r[0] for v, r in self._reports.items() if v in self.voters)
+            if highest > self.term:
+                self._become_follower(highest, None)
+            self._campaign(pre_vote=False, force=False)
         else:
             # Our pre-vote was only a probe; we may not run for real yet.
             self._become_follower(self.term, None)
 
+    def _may_run_unbootstrapped(self) -> bool:
+        """Unbootstrapped, with a pre-vote won: may we run for real? Only if
+        every other voter reported to us and our log is at least as up to
+        date as each of theirs (rule 3 with ourselves as the asker)."""
+        mine = (self.log.last_term(), self.log.last_index())
+        reports = self._reports
+        for v in self.voters:
+            if v == self.id:
+                continue
+            r = reports.get(v)
+            if r is None or mine < r[1]:
+                return False
+        return True
+
     def _become_leader(self) -> None:
+        if not self.bootstrapped:
+            self._become_bootstrapped()  # elected under rule 4: our log is the cluster's now
         granted = [v for v, yes in self._votes.items() if yes]
         self._reset(self.term)
         self.role = _LEADER
