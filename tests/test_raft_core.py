@@ -1316,6 +1316,14 @@ def test_a_wiped_node_that_stored_a_term_restarts_as_an_ordinary_node() -> None:
     assert c.storage["c"].hard_state.term == c["a"].term and c.storage["c"].entries == []
     c.restart("c")
     assert c["c"].bootstrapped  # the documented limit: the protection covers the wipe, not a second crash
+    # ...but it cannot vote twice in the term it took: it recorded the
+    # leader as its vote (simulator seed 15530: two leaders in one term).
+    term = c["a"].term
+    assert c.storage["c"].hard_state.vote == "a" and c["c"].vote == "a"
+    c.blocked.clear()
+    c["c"].step(Message(MsgType.VOTE, "c", "b", term, log_term=c["b"].log.last_term(), index=c["b"].log.last_index()))
+    answers = [m for m in c["c"].ready().messages if m.type == MsgType.VOTE_RESP]
+    assert answers and all(m.reject for m in answers)
 
 
 # ---------------------------------------------------------------------------

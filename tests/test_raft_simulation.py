@@ -47,8 +47,11 @@ BATCHES = 20
 # 2078 (after the stale-snapshot draw changed the schedules): a wiped voter
 # held the longest log of a 2-voter configuration, refused the other's
 # votes and, unbootstrapped, never ran: no leader (fixed by rule 4 of
-# docs/raft-core.md, "Wiped nodes").
-REGRESSION_SEEDS: list[int] = [2714, 8174, 12822, 16932, 17214, 21555, 23859, 322, 2078]
+# docs/raft-core.md, "Wiped nodes"). 15530 (same run): a wiped voter took
+# its leader's term with no vote, crashed, came back as an ordinary node and
+# voted a second time in that term: two leaders (fixed: it records the
+# vote as the leader's).
+REGRESSION_SEEDS: list[int] = [2714, 8174, 12822, 16932, 17214, 21555, 23859, 322, 2078, 15530]
 
 
 def _run_batch(seeds: range) -> None:

@@ -297,6 +297,13 @@ class RaftCore:
                 pass  # a pre-vote is about a term nobody has entered yet
             elif t == _APP or t == _HEARTBEAT or t == MsgType.SNAP:
                 self._become_follower(m.term, m.frm)
+                if not self.bootstrapped:
+                    # We may have voted in this term before we were wiped.
+                    # A vote for its leader is the one that is always safe:
+                    # persisted with the term, it keeps a restart (which
+                    # finds a term and comes back as an ordinary node) from
+                    # voting in this term again.
+                    self.vote = m.frm
             else:
                 self._become_follower(m.term, None)
         elif m.term < self.term:
