@@ -24,6 +24,10 @@ hits both alike:
    --big-connections (8) for --big-duration seconds: writes/s, latency, and
    RSS growth per node against the bytes written.
 
+During phases 1, 2 and 6 each raftkv node's event-loop pauses over 10 ms
+are counted, with the longest (from /v1/status `loop_lag`): the figure
+behind "no event-loop pause over 10 ms". etcd reports none (n/a).
+
     python bench/scale_bench.py --duration 60 --big-duration 20 --json scale.json
 
 `--systems raftkv` leaves etcd out; `--quick` is a ~10-second raftkv-only
@@ -253,6 +257,7 @@ class System(Protocol):
     def big_value_script(self, prefix: str, value_file: Path) -> str: ...
     def restart_all(self, timeout: float) -> float: ...
     def rebuild_follower(self, node_id: str, timeout: float) -> float: ...
+    def loop_lag(self) -> dict[str, dict[str, Any]] | None: ...
 
 
 class RaftkvSystem:
@@ -292,6 +297,16 @@ class RaftkvSystem:
     def revision(self, node_id: str) -> int | None:
         status = self.cluster.status(node_id, timeout=2)
         return None if status is None else status.get("revision")
+
+    def loop_lag(self) -> dict[str, dict[str, Any]] | None:
+        """Each node's event-loop pause counters (/v1/status ``loop_lag``)."""
+        out = {}
+        for node_id in self.node_ids():
+            status = self.cluster.status(node_id, timeout=5)
+            if status is None or "loop_lag" not in status:
+                return None
+            out[node_id] = status["loop_lag"]
+        return out
 
     def new_key_script(self, prefix: str) -> str:
         return _LUA_BASE64 + f"""
@@ -467,6 +482,9 @@ class EtcdSystem:
             out.append(None if status is None else (int(status.get("raftTerm", 0)), str(status.get("leader", ""))))
         return out
 
+    def loop_lag(self) -> dict[str, dict[str, Any]] | None:
+        return None  # etcd does not report event-loop pauses (Go has no single loop)
+
     def revision(self, node_id: str) -> int | None:
         status = self._status(self.member(node_id))
         return None if status is None else int(status["header"].get("revision", 0))
@@ -569,6 +587,10 @@ class SystemReport:
     rebuild: dict[str, Any] = field(default_factory=dict)
     big_values: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
+    # phase -> node -> pauses of the event loop over 10 ms during the phase
+    # and the longest (raftkv only; restarts reset the counters, so the
+    # restart and rebuild phases have none)
+    loop_pauses: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def snapshot_resources(system: System) -> dict[str, Any]:
@@ -656,6 +678,23 @@ def phase_big_values(system: System, settings: Settings, value_file: Path) -> di
     }
 
 
+def phase_pauses(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], since: float) -> dict[str, dict[str, float]]:
+    """Per node: event-loop pauses over 10 ms between two /v1/status
+    ``loop_lag`` readings, and the longest of them (the all-time maximum if
+    it rose, else the longest of the recent pauses since ``since``)."""
+    out = {}
+    for node, lag in after.items():
+        old = before.get(node)
+        if old is None:
+            continue
+        if lag["max_ms"] > old["max_ms"]:
+            longest = lag["max_ms"]
+        else:
+            longest = max((ms for at, ms in lag["recent"] if at >= since), default=0.0)
+        out[node] = {"over_10ms": lag["over_10ms"] - old["over_10ms"], "max_ms": longest}
+    return out
+
+
 def run_scenario(systems: list[System], settings: Settings, base: Path, log: Callable[[str], None]) -> list[SystemReport]:
     reports = {s.name: SystemReport(s.name) for s in systems}
     small = base / "small.value"
@@ -665,10 +704,15 @@ def run_scenario(systems: list[System], settings: Settings, base: Path, log: Cal
     big_b64 = base / "big.value.b64"
     big_b64.write_bytes(base64.b64encode(big_raw.read_bytes()))
 
-    def each(what: str, step: Callable[[System, SystemReport], None]) -> None:
+    def each(what: str, step: Callable[[System, SystemReport], None], pauses: bool = False) -> None:
         for system in systems:
             log(f"{system.name}: {what}")
+            before, started = (system.loop_lag() if pauses else None), time.time()
             step(system, reports[system.name])
+            if before is not None:
+                after = system.loop_lag()
+                if after is not None:
+                    reports[system.name].loop_pauses[what] = phase_pauses(before, after, started)
             # Every figure so far, in case a later phase fails.
             log(f"{system.name}: {json.dumps(asdict(reports[system.name]))}")
 
@@ -695,12 +739,12 @@ def run_scenario(systems: list[System], settings: Settings, base: Path, log: Cal
         report.big_values = phase_big_values(system, settings, value_file)
         report.final = snapshot_resources(system)
 
-    each("new keys", new_keys)
-    each("fill", fill)
+    each("new keys", new_keys, pauses=True)
+    each("fill", fill, pauses=True)
     each("resources at size", at_size)
     each("restart all", restart)
     each("follower rebuild", rebuild)
-    each("big values", big)
+    each("big values", big, pauses=True)
     return [reports[s.name] for s in systems]
 
 
@@ -730,7 +774,15 @@ def _rows(report: SystemReport) -> list[tuple[str, str]]:
          f"{big['bytes_written'] / MIB:,.0f} / {growth}"),
         ("RSS per node at the end, MiB",
          " / ".join(f"{n['rss'] / MIB:,.0f}" for n in report.final["nodes"].values())),
+        *[(f"{phase}: loop pauses over 10 ms per node (longest ms)", _pauses(report.loop_pauses.get(phase)))
+          for phase in ("new keys", "fill", "big values")],
     ]
+
+
+def _pauses(per_node: dict[str, dict[str, float]] | None) -> str:
+    if not per_node:
+        return "n/a"
+    return " / ".join(f"{p['over_10ms']:.0f} ({p['max_ms']:.0f})" for p in per_node.values())
 
 
 def markdown(reports: list[SystemReport]) -> str:

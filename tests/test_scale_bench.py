@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.scale_bench import parse_wrk
+from bench.scale_bench import parse_wrk, phase_pauses
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +51,17 @@ def test_parse_wrk_reads_a_run_length_in_minutes() -> None:
     assert result.requests_per_s == pytest.approx(7000.0)
 
 
+def test_phase_pauses_counts_the_phase_and_finds_its_longest_pause() -> None:
+    before = {"n1": {"max_ms": 80.0, "over_10ms": 5, "recent": [[100.0, 80.0]]},
+              "n2": {"max_ms": 12.0, "over_10ms": 1, "recent": [[100.0, 12.0]]}}
+    after = {"n1": {"max_ms": 80.0, "over_10ms": 7, "recent": [[100.0, 80.0], [200.5, 15.0], [201.0, 11.0]]},
+             "n2": {"max_ms": 30.0, "over_10ms": 2, "recent": [[100.0, 12.0], [201.0, 30.0]]}}
+    # n1's all-time maximum is older than the phase: its longest is the 15 ms one.
+    assert phase_pauses(before, after, since=200.0) == {
+        "n1": {"over_10ms": 2, "max_ms": 15.0}, "n2": {"over_10ms": 1, "max_ms": 30.0}
+    }
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
 def test_quick_run_goes_through_every_phase(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
@@ -76,3 +87,8 @@ def test_quick_run_goes_through_every_phase(tmp_path: Path) -> None:
     assert 0 < report["rebuild"]["seconds"] < 60
     assert report["big_values"]["requests"] > 0 and report["big_values"]["non_2xx"] == 0
     assert report["big_values"]["bytes_written"] > 0
+    # Event-loop pauses per phase, from every node's /v1/status.
+    for phase in ("new keys", "fill", "big values"):
+        assert set(report["loop_pauses"][phase]) == {"n1", "n2", "n3"}
+        assert all(p["over_10ms"] >= 0 and p["max_ms"] >= 0 for p in report["loop_pauses"][phase].values())
+    assert "| new keys: loop pauses over 10 ms per node (longest ms) |" in run.stdout
