@@ -263,6 +263,9 @@ class SimWAL:
         self._pending.append(encode_hard_state(state))
         self._hard_state = state
 
+    def pending_bytes(self) -> int:
+        return sum(map(len, self._pending))
+
     def next_sync_is_one_block(self) -> bool:
         if not self._direct_io:
             return False

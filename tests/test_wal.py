@@ -191,6 +191,17 @@ def test_compaction_rolls_a_big_segment_so_the_next_one_deletes_it(tmp_path: Pat
         assert (rec.compacted_index, rec.entries) == (3005, records(3006, 3010))
 
 
+def test_pending_bytes_is_what_the_next_sync_writes(tmp_path: Path) -> None:
+    with WAL.open(tmp_path) as wal:
+        assert wal.pending_bytes() == 0
+        wal.append(records(1, 10, size=1000))
+        assert 10_000 < wal.pending_bytes() < 11_000
+        before = wal.tail_bytes
+        pending = wal.pending_bytes()
+        wal.sync()
+        assert wal.pending_bytes() == 0 and wal.tail_bytes == before + pending
+
+
 def test_compact_beyond_last_index_restarts_log_after_snapshot(tmp_path: Path) -> None:
     with WAL.open(tmp_path) as wal:
         wal.append(records(1, 5))

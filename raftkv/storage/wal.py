@@ -162,6 +162,11 @@ class WAL:
                 return False
             return len(self._tail_block) + sum(map(len, self._pending)) <= DIRECT_BLOCK
 
+    def pending_bytes(self) -> int:
+        """Bytes the next sync() will write (records buffered since the last)."""
+        with self._lock:
+            return sum(map(len, self._pending))
+
     @property
     def tail_bytes(self) -> int:
         """Bytes of records in the segment being written (the file may be padded beyond)."""

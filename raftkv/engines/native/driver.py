@@ -56,6 +56,10 @@ _HEARTBEAT_RESP = MsgType.HEARTBEAT_RESP
 # Heartbeat rounds whose send time is kept for the round-trip metric; an
 # answer to an older round is not timed.
 _TIMED_HEARTBEAT_ROUNDS = 32
+# A follower syncs on its loop (see _finish_synced), except a sync bigger
+# than this: a write + fsync of megabytes (1 MiB values) held a follower's
+# loop for up to 100 ms.
+_FOLLOWER_LOOP_SYNC_BYTES = 256 << 10
 _SEQ_BYTES = 8
 # Per-entry bytes an append spends besides the data (msgpack framing, ints).
 _ENTRY_OVERHEAD = 32
@@ -394,6 +398,7 @@ class RaftDriver:
         if rd.must_sync and (
             (self.core.role is _LEADER and not self.wal.next_sync_is_one_block())
             or self._snapshot_task is not None
+            or self.wal.pending_bytes() > _FOLLOWER_LOOP_SYNC_BYTES
         ):
             self.syncs += 1
             # A big sync (write + fsync) goes to the WAL thread: the
@@ -407,7 +412,8 @@ class RaftDriver:
             # connections unchanged, alternating runs). While our snapshot
             # is being written, every sync goes to the thread, a follower's
             # too: behind the snapshot's writeback a one-block write can
-            # take 100 ms, and the loop would stand still meanwhile.
+            # take 100 ms, and the loop would stand still meanwhile. So
+            # does a follower's sync of more than _FOLLOWER_LOOP_SYNC_BYTES.
             syncing = asyncio.get_running_loop().run_in_executor(self._wal_thread, self._timed_sync)
             self._apply(rd)
             await syncing
@@ -434,6 +440,7 @@ class RaftDriver:
             or core.role is _LEADER
             or core.has_snapshot_to_hand_out()
             or self._snapshot_task is not None
+            or sum([len(e.data) for e in core.log.unstable_entries()]) > _FOLLOWER_LOOP_SYNC_BYTES
             or self._stale_after is not None
             or self.proposals.has_queued
             or self.reads.has_queued
