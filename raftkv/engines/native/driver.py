@@ -398,7 +398,7 @@ class RaftDriver:
         if rd.must_sync and (
             (self.core.role is _LEADER and not self.wal.next_sync_is_one_block())
             or self._snapshot_task is not None
-            or self.wal.pending_bytes() > _FOLLOWER_LOOP_SYNC_BYTES
+            or (self.core.role is not _LEADER and self.wal.pending_bytes() > _FOLLOWER_LOOP_SYNC_BYTES)
         ):
             self.syncs += 1
             # A big sync (write + fsync) goes to the WAL thread: the
@@ -440,7 +440,7 @@ class RaftDriver:
             or core.role is _LEADER
             or core.has_snapshot_to_hand_out()
             or self._snapshot_task is not None
-            or sum([len(e.data) for e in core.log.unstable_entries()]) > _FOLLOWER_LOOP_SYNC_BYTES
+            or sum(len(e.data) for e in core.log.unstable_entries()) > _FOLLOWER_LOOP_SYNC_BYTES
             or self._stale_after is not None
             or self.proposals.has_queued
             or self.reads.has_queued
